@@ -1,0 +1,327 @@
+// Package config loads comfyshim's settings from built-in defaults, a YAML
+// file, COMFYSHIM_* environment variables and command-line flags, in that
+// order of increasing precedence.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the effective configuration. Zero values are never used: Load
+// starts from Default and every setting is validated before it is returned.
+type Config struct {
+	Listen   string   // address comfyshim listens on, host:port
+	Upstream *url.URL // the ComfyUI server requests are forwarded to
+
+	ComfyUIDir string // ComfyUI's base folder; empty disables local assets
+	InputDir   string // defaults to <comfyui_dir>/input
+	OutputDir  string // defaults to <comfyui_dir>/output
+	ModelsDir  string // defaults to <comfyui_dir>/models
+	TagsFile   string // the JSON sidecar holding asset tags
+
+	// AllowedOrigins are browser origins (scheme://host[:port]) accepted in
+	// addition to same-origin requests.
+	AllowedOrigins []string
+
+	MaxBodyBytes          int64         // bound on local JSON request bodies
+	ShutdownGrace         time.Duration // how long in-flight requests may run on shutdown
+	UpstreamHeaderTimeout time.Duration // wait for upstream response headers
+	LogLevel              string        // debug, info, warn, error
+}
+
+// Default is the configuration used when nothing else is given: it works
+// against a stock ComfyUI on its default port.
+func Default() Config {
+	u, _ := url.Parse("http://127.0.0.1:8188")
+	return Config{
+		Listen:                "127.0.0.1:8189",
+		Upstream:              u,
+		MaxBodyBytes:          1 << 20,
+		ShutdownGrace:         10 * time.Second,
+		UpstreamHeaderTimeout: 5 * time.Minute,
+		LogLevel:              "info",
+	}
+}
+
+// setting describes one configuration key and how it is spelled in each source.
+type setting struct {
+	key   string // YAML key
+	flag  string // command-line flag
+	usage string
+	list  bool // accepts a YAML sequence or a comma-separated string
+	set   func(c *Config, v string) error
+	get   func(c *Config) string
+}
+
+// EnvName is the environment variable for a YAML key.
+func EnvName(key string) string { return "COMFYSHIM_" + strings.ToUpper(key) }
+
+var settings = []setting{
+	{key: "listen", flag: "listen", usage: "address to listen on (host:port)",
+		set: func(c *Config, v string) error { c.Listen = v; return nil },
+		get: func(c *Config) string { return c.Listen }},
+	{key: "upstream", flag: "upstream", usage: "URL of the ComfyUI server",
+		set: func(c *Config, v string) error {
+			u, err := parseUpstream(v)
+			c.Upstream = u
+			return err
+		},
+		get: func(c *Config) string { return c.Upstream.String() }},
+	{key: "comfyui_dir", flag: "comfyui-dir", usage: "ComfyUI base folder (input/, output/, models/ under it)",
+		set: func(c *Config, v string) error { c.ComfyUIDir = v; return nil },
+		get: func(c *Config) string { return c.ComfyUIDir }},
+	{key: "input_dir", flag: "input-dir", usage: "ComfyUI input folder (default <comfyui_dir>/input)",
+		set: func(c *Config, v string) error { c.InputDir = v; return nil },
+		get: func(c *Config) string { return c.InputDir }},
+	{key: "output_dir", flag: "output-dir", usage: "ComfyUI output folder (default <comfyui_dir>/output)",
+		set: func(c *Config, v string) error { c.OutputDir = v; return nil },
+		get: func(c *Config) string { return c.OutputDir }},
+	{key: "models_dir", flag: "models-dir", usage: "ComfyUI models folder (default <comfyui_dir>/models)",
+		set: func(c *Config, v string) error { c.ModelsDir = v; return nil },
+		get: func(c *Config) string { return c.ModelsDir }},
+	{key: "tags_file", flag: "tags-file", usage: "JSON sidecar file holding asset tags",
+		set: func(c *Config, v string) error { c.TagsFile = v; return nil },
+		get: func(c *Config) string { return c.TagsFile }},
+	{key: "allowed_origins", flag: "allowed-origins", list: true, usage: "comma-separated extra browser origins to accept",
+		set: func(c *Config, v string) error {
+			origins, err := parseOrigins(v)
+			c.AllowedOrigins = origins
+			return err
+		},
+		get: func(c *Config) string { return strings.Join(c.AllowedOrigins, ",") }},
+	{key: "max_body_bytes", flag: "max-body-bytes", usage: "largest accepted body for local JSON endpoints",
+		set: func(c *Config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("want a positive integer, got %q", v)
+			}
+			c.MaxBodyBytes = n
+			return nil
+		},
+		get: func(c *Config) string { return strconv.FormatInt(c.MaxBodyBytes, 10) }},
+	{key: "shutdown_grace", flag: "shutdown-grace", usage: "time in-flight requests get on shutdown (e.g. 10s)",
+		set: func(c *Config, v string) error { return setDuration(&c.ShutdownGrace, v) },
+		get: func(c *Config) string { return c.ShutdownGrace.String() }},
+	{key: "upstream_header_timeout", flag: "upstream-header-timeout", usage: "how long to wait for upstream response headers",
+		set: func(c *Config, v string) error { return setDuration(&c.UpstreamHeaderTimeout, v) },
+		get: func(c *Config) string { return c.UpstreamHeaderTimeout.String() }},
+	{key: "log_level", flag: "log-level", usage: "debug, info, warn or error",
+		set: func(c *Config, v string) error {
+			switch v {
+			case "debug", "info", "warn", "error":
+				c.LogLevel = v
+				return nil
+			}
+			return fmt.Errorf("want debug, info, warn or error, got %q", v)
+		},
+		get: func(c *Config) string { return c.LogLevel }},
+}
+
+// ErrHelp is returned by Load when -h or --help was given.
+var ErrHelp = flag.ErrHelp
+
+// Load builds the configuration from args (without the program name) and the
+// environment looked up through getenv. Usage text goes to usageOut.
+func Load(args []string, getenv func(string) string, usageOut io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet("comfyshim", flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	configFile := fs.String("config", getenv("COMFYSHIM_CONFIG"), "YAML configuration file")
+	flagVals := map[string]string{}
+	for _, s := range settings {
+		s := s
+		fs.Func(s.flag, s.usage+" (env "+EnvName(s.key)+")", func(v string) error {
+			flagVals[s.key] = v
+			return nil
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+
+	c := Default()
+	if *configFile != "" {
+		if err := c.applyFile(*configFile); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range settings {
+		if v := getenv(EnvName(s.key)); v != "" {
+			if err := s.set(&c, v); err != nil {
+				return nil, fmt.Errorf("environment %s: %w", EnvName(s.key), err)
+			}
+		}
+	}
+	for _, s := range settings {
+		if v, ok := flagVals[s.key]; ok {
+			if err := s.set(&c, v); err != nil {
+				return nil, fmt.Errorf("flag --%s: %w", s.flag, err)
+			}
+		}
+	}
+	if err := c.finish(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// applyFile reads a YAML mapping of keys to values. Unknown keys are errors:
+// a misspelt key silently ignored is a setting the user thinks is in force.
+func (c *Config) applyFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil // empty file
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("config file %s: line %d: want a mapping of keys to values", path, root.Line)
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		s, ok := lookup(k.Value)
+		if !ok {
+			return fmt.Errorf("config file %s: line %d: unknown key %q", path, k.Line, k.Value)
+		}
+		var val string
+		switch {
+		case v.Kind == yaml.ScalarNode:
+			val = v.Value
+		case v.Kind == yaml.SequenceNode && s.list:
+			items := make([]string, 0, len(v.Content))
+			for _, it := range v.Content {
+				if it.Kind != yaml.ScalarNode {
+					return fmt.Errorf("config file %s: line %d: key %q: list items must be strings", path, it.Line, k.Value)
+				}
+				items = append(items, it.Value)
+			}
+			val = strings.Join(items, ",")
+		default:
+			return fmt.Errorf("config file %s: line %d: key %q: want a single value", path, v.Line, k.Value)
+		}
+		if err := s.set(c, val); err != nil {
+			return fmt.Errorf("config file %s: line %d: key %q: %w", path, v.Line, k.Value, err)
+		}
+	}
+	return nil
+}
+
+func lookup(key string) (setting, bool) {
+	for _, s := range settings {
+		if s.key == key {
+			return s, true
+		}
+	}
+	return setting{}, false
+}
+
+// finish validates cross-field rules and derives the defaults that depend on
+// other settings.
+func (c *Config) finish() error {
+	if err := validateListen(c.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if c.ComfyUIDir != "" {
+		def := func(p *string, sub string) {
+			if *p == "" {
+				*p = filepath.Join(c.ComfyUIDir, sub)
+			}
+		}
+		def(&c.InputDir, "input")
+		def(&c.OutputDir, "output")
+		def(&c.ModelsDir, "models")
+		if c.TagsFile == "" {
+			c.TagsFile = filepath.Join(c.ComfyUIDir, "user", "comfyshim-tags.json")
+		}
+	}
+	if c.TagsFile == "" {
+		c.TagsFile = "comfyshim-tags.json"
+	}
+	return nil
+}
+
+// Effective lists every key with its value, for --check-config style output.
+func (c *Config) Effective() [][2]string {
+	out := make([][2]string, 0, len(settings))
+	for _, s := range settings {
+		out = append(out, [2]string{s.key, s.get(c)})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i][0] < out[j][0] })
+	return out
+}
+
+func parseUpstream(v string) (*url.URL, error) {
+	u, err := url.Parse(v)
+	if err != nil {
+		return nil, fmt.Errorf("not a URL: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("want an http:// or https:// URL, got %q", v)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("URL %q has no host", v)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("URL %q must not carry a query, fragment or credentials", v)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}
+
+func parseOrigins(v string) ([]string, error) {
+	var out []string
+	for _, o := range strings.Split(v, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return nil, fmt.Errorf("origin %q: want scheme://host[:port]", o)
+		}
+		out = append(out, strings.ToLower(u.Scheme+"://"+u.Host))
+	}
+	return out, nil
+}
+
+func validateListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port, got %q", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("bad port in %q", addr)
+	}
+	return nil
+}
+
+func setDuration(d *time.Duration, v string) error {
+	x, err := time.ParseDuration(v)
+	if err != nil || x <= 0 {
+		return errors.New("want a positive duration such as 10s, got " + strconv.Quote(v))
+	}
+	*d = x
+	return nil
+}

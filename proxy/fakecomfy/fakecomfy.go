@@ -1,0 +1,449 @@
+// Package fakecomfy is an in-process stand-in for an OSS ComfyUI server, for
+// tests and benchmarks. It mimics the parts comfyshim must carry: routes under
+// both / and /api, ComfyUI's Host/Origin check, the /ws websocket with text and
+// binary preview frames, streamed /view downloads and multipart uploads.
+package fakecomfy
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+)
+
+// Seen is one request as the upstream received it.
+type Seen struct {
+	Method   string
+	RawPath  string // escaped path, exactly as sent
+	RawQuery string
+	Host     string
+	Header   http.Header
+}
+
+// Upstream is the fake ComfyUI. Its zero value is not usable; call New.
+type Upstream struct {
+	mux *http.ServeMux
+
+	mu       sync.Mutex
+	seen     []Seen
+	history  map[string]json.RawMessage
+	sockets  map[string]*wsClient // by clientId
+	counter  int
+	released chan struct{}
+
+	// Cancelled receives the path of every /block request whose client went away.
+	Cancelled chan string
+	// WSClosed receives the clientId of every websocket that ended.
+	WSClosed chan string
+	// Quiet disables request recording, for benchmarks.
+	Quiet bool
+}
+
+type wsClient struct {
+	mu   sync.Mutex // gorilla allows one concurrent writer
+	conn *websocket.Conn
+}
+
+func (c *wsClient) write(kind int, data []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn.WriteMessage(kind, data)
+}
+
+// New returns a fake ComfyUI handler.
+func New() *Upstream {
+	u := &Upstream{
+		mux:       http.NewServeMux(),
+		history:   map[string]json.RawMessage{},
+		sockets:   map[string]*wsClient{},
+		released:  make(chan struct{}),
+		Cancelled: make(chan string, 16),
+		WSClosed:  make(chan string, 16),
+	}
+	// ComfyUI registers every route bare and under /api.
+	for _, prefix := range []string{"", "/api"} {
+		u.mux.HandleFunc("GET "+prefix+"/system_stats", u.systemStats)
+		u.mux.HandleFunc("GET "+prefix+"/features", u.features)
+		u.mux.HandleFunc("POST "+prefix+"/prompt", u.prompt)
+		u.mux.HandleFunc("GET "+prefix+"/history/{id}", u.historyOne)
+		u.mux.HandleFunc("GET "+prefix+"/view", u.view)
+		u.mux.HandleFunc("POST "+prefix+"/upload/image", u.upload)
+		u.mux.HandleFunc(prefix+"/userdata/{file}", u.userdata)
+		u.mux.HandleFunc("GET "+prefix+"/ws", u.ws)
+		u.mux.HandleFunc(prefix+"/echo", u.echo)
+		u.mux.HandleFunc("GET "+prefix+"/block", u.block)
+		u.mux.HandleFunc("GET "+prefix+"/abort", u.abort)
+	}
+	return u
+}
+
+// ServeHTTP applies ComfyUI's origin check, records the request and routes it.
+func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !u.Quiet {
+		u.mu.Lock()
+		u.seen = append(u.seen, Seen{Method: r.Method, RawPath: r.URL.EscapedPath(), RawQuery: r.URL.RawQuery, Host: r.Host, Header: r.Header.Clone()})
+		u.mu.Unlock()
+	}
+	if !originAllowed(r) {
+		w.WriteHeader(http.StatusForbidden)
+		return
+	}
+	u.mux.ServeHTTP(w, r)
+}
+
+// Seen returns the requests received so far.
+func (u *Upstream) Seen() []Seen {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]Seen(nil), u.seen...)
+}
+
+// Last returns the last request received on path (escaped form).
+func (u *Upstream) Last(path string) (Seen, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for i := len(u.seen) - 1; i >= 0; i-- {
+		if u.seen[i].RawPath == path {
+			return u.seen[i], true
+		}
+	}
+	return Seen{}, false
+}
+
+// Release lets every /block request finish.
+func (u *Upstream) Release() { close(u.released) }
+
+// CloseSockets closes every websocket from the server side with a normal
+// close frame, as ComfyUI does when it stops.
+func (u *Upstream) CloseSockets() {
+	u.mu.Lock()
+	clients := make([]*wsClient, 0, len(u.sockets))
+	for _, c := range u.sockets {
+		clients = append(clients, c)
+	}
+	u.mu.Unlock()
+	for _, c := range clients {
+		_ = c.write(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "server stopping"))
+	}
+}
+
+// originAllowed is ComfyUI's origin_only_middleware: cross-site fetches are
+// refused, and for a loopback Host the Origin must name that same host:port.
+func originAllowed(r *http.Request) bool {
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		return false
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	host := strings.ToLower(r.Host)
+	hostname := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		hostname = h
+	}
+	ip := net.ParseIP(strings.Trim(hostname, "[]"))
+	if hostname != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return true
+	}
+	o, err := url.Parse(origin)
+	if err != nil || o.Host == "" {
+		return true
+	}
+	return strings.ToLower(o.Host) == host
+}
+
+var systemStatsBody = []byte(`{"system":{"os":"posix","python_version":"3.12.0","embedded_python":false,"comfyui_version":"0.3.0-fake","ram_total":1,"ram_free":1},"devices":[]}`)
+
+func (u *Upstream) systemStats(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(systemStatsBody)))
+	_, _ = w.Write(systemStatsBody)
+}
+
+func (u *Upstream) features(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, featureFlags)
+}
+
+var featureFlags = map[string]any{"supports_preview_metadata": true, "max_upload_size": 100 << 20, "assets": false}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// PreviewPNG is the image the fake "generates" and sends as a preview.
+var PreviewPNG = []byte("\x89PNG\r\n\x1a\nfake-image-bytes")
+
+func (u *Upstream) prompt(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Prompt   json.RawMessage `json:"prompt"`
+		ClientID string          `json:"client_id"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Prompt) == 0 {
+		w.WriteHeader(http.StatusBadRequest)
+		writeJSON(w, map[string]any{"error": map[string]string{"type": "invalid_prompt", "message": "no prompt"}})
+		return
+	}
+	id := uuid.NewString()
+	u.mu.Lock()
+	u.counter++
+	number := u.counter
+	file := fmt.Sprintf("ComfyUI_%05d_.png", number)
+	u.history[id] = mustJSON(map[string]any{
+		"prompt":  []any{number, id, req.Prompt, map[string]any{}, []string{"9"}},
+		"outputs": map[string]any{"9": map[string]any{"images": []map[string]string{{"filename": file, "subfolder": "", "type": "output"}}}},
+		"status":  map[string]any{"status_str": "success", "completed": true, "messages": []any{}},
+	})
+	client := u.sockets[req.ClientID]
+	u.mu.Unlock()
+	writeJSON(w, map[string]any{"prompt_id": id, "number": number, "node_errors": map[string]any{}})
+	if client != nil {
+		go runJob(client, id, file)
+	}
+}
+
+// runJob sends the messages ComfyUI sends while executing a prompt,
+// including a binary preview frame: 4-byte big-endian event type (1, preview
+// image), 4-byte image format (2, PNG), then the image.
+func runJob(c *wsClient, id, file string) {
+	msg := func(typ string, data map[string]any) {
+		data["prompt_id"] = id
+		_ = c.write(websocket.TextMessage, mustJSON(map[string]any{"type": typ, "data": data}))
+	}
+	msg("execution_start", map[string]any{"timestamp": time.Now().UnixMilli()})
+	msg("executing", map[string]any{"node": "9", "display_node": "9"})
+	msg("progress", map[string]any{"value": 1, "max": 2, "node": "9"})
+	frame := make([]byte, 8, 8+len(PreviewPNG))
+	binary.BigEndian.PutUint32(frame[0:], 1)
+	binary.BigEndian.PutUint32(frame[4:], 2)
+	_ = c.write(websocket.BinaryMessage, append(frame, PreviewPNG...))
+	msg("progress", map[string]any{"value": 2, "max": 2, "node": "9"})
+	msg("executed", map[string]any{"node": "9", "display_node": "9", "output": map[string]any{
+		"images": []map[string]string{{"filename": file, "subfolder": "", "type": "output"}}}})
+	msg("executing", map[string]any{"node": nil})
+	msg("execution_success", map[string]any{})
+}
+
+func (u *Upstream) historyOne(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	u.mu.Lock()
+	h, ok := u.history[id]
+	u.mu.Unlock()
+	if !ok {
+		writeJSON(w, map[string]any{})
+		return
+	}
+	writeJSON(w, map[string]json.RawMessage{id: h})
+}
+
+// view serves files like ComfyUI's /view. Names of the form big-N.bin are a
+// deterministic N-byte stream (see Pattern); slow.bin sends one chunk and
+// then waits for Release.
+func (u *Upstream) view(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("filename")
+	switch {
+	case strings.HasPrefix(name, "big-") && strings.HasSuffix(name, ".bin"):
+		n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(name, "big-"), ".bin"), 10, 64)
+		if err != nil || n < 0 {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		_, _ = io.Copy(w, Pattern(n))
+	case name == "slow.bin":
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write([]byte("first-chunk"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-u.released:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = w.Write([]byte("-rest"))
+	case strings.HasPrefix(name, "ComfyUI_"):
+		w.Header().Set("Content-Type", "image/png")
+		_, _ = w.Write(PreviewPNG)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// upload reads a multipart /upload/image as a stream and answers with the
+// SHA-256 and size of the "image" part, so callers can check the bytes.
+func (u *Upstream) upload(w http.ResponseWriter, r *http.Request) {
+	mr, err := r.MultipartReader()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	resp := map[string]any{"subfolder": "", "type": "input"}
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if p.FormName() == "image" {
+			h := sha256.New()
+			n, err := io.Copy(h, p)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			resp["name"] = p.FileName()
+			resp["sha256"] = hex.EncodeToString(h.Sum(nil))
+			resp["size"] = n
+		} else {
+			v, _ := io.ReadAll(io.LimitReader(p, 1<<10))
+			resp[p.FormName()] = string(v)
+		}
+	}
+	if resp["name"] == nil {
+		http.Error(w, "no image part", http.StatusBadRequest)
+		return
+	}
+	writeJSON(w, resp)
+}
+
+func (u *Upstream) userdata(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, map[string]string{"method": r.Method, "raw_path": r.URL.EscapedPath(), "file": r.PathValue("file")})
+}
+
+// echo answers with the request's body and what it saw, for header tests.
+func (u *Upstream) echo(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	writeJSON(w, map[string]any{"method": r.Method, "query": r.URL.RawQuery, "body": string(body), "host": r.Host})
+}
+
+func (u *Upstream) block(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-u.released:
+		_, _ = w.Write([]byte("released"))
+	case <-r.Context().Done():
+		u.Cancelled <- r.URL.Path
+	}
+}
+
+// abort starts a chunked response and drops the connection mid-body.
+func (u *Upstream) abort(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	_, _ = w.Write([]byte("partial"))
+	w.(http.Flusher).Flush()
+	panic(http.ErrAbortHandler)
+}
+
+var upgrader = websocket.Upgrader{
+	// The origin middleware in ServeHTTP already applied ComfyUI's rule.
+	CheckOrigin:     func(*http.Request) bool { return true },
+	ReadBufferSize:  64 << 10,
+	WriteBufferSize: 64 << 10,
+}
+
+// ws mimics ComfyUI's socket: a status message at once, a feature_flags
+// answer to the client's feature_flags. As test hooks, text messages of type
+// "echo" and every binary message are sent back.
+func (u *Upstream) ws(w http.ResponseWriter, r *http.Request) {
+	clientID := r.URL.Query().Get("clientId")
+	if clientID == "" {
+		clientID = uuid.NewString()
+	}
+	conn, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	c := &wsClient{conn: conn}
+	u.mu.Lock()
+	u.sockets[clientID] = c
+	u.mu.Unlock()
+	defer func() {
+		u.mu.Lock()
+		if u.sockets[clientID] == c {
+			delete(u.sockets, clientID)
+		}
+		u.mu.Unlock()
+		_ = conn.Close()
+		select {
+		case u.WSClosed <- clientID:
+		default:
+		}
+	}()
+	_ = c.write(websocket.TextMessage, mustJSON(map[string]any{"type": "status", "data": map[string]any{
+		"status": map[string]any{"exec_info": map[string]any{"queue_remaining": 0}}, "sid": clientID}}))
+	for {
+		kind, data, err := conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		if kind == websocket.BinaryMessage {
+			_ = c.write(websocket.BinaryMessage, data)
+			continue
+		}
+		var m struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(data, &m)
+		switch m.Type {
+		case "feature_flags":
+			_ = c.write(websocket.TextMessage, mustJSON(map[string]any{"type": "feature_flags", "data": featureFlags}))
+		case "echo":
+			_ = c.write(websocket.TextMessage, data)
+		}
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// Pattern returns n deterministic pseudo-random bytes, generated on the fly
+// so that gigabyte streams cost no memory. Byte i depends only on i, so the
+// stream is the same whatever sizes it is read in.
+func Pattern(n int64) io.Reader {
+	return io.LimitReader(&pattern{}, n)
+}
+
+type pattern struct{ off uint64 }
+
+func (p *pattern) Read(b []byte) (int, error) {
+	i := 0
+	for i < len(b) {
+		if p.off&7 == 0 && len(b)-i >= 8 {
+			binary.LittleEndian.PutUint64(b[i:], splitmix(p.off>>3))
+			i += 8
+			p.off += 8
+			continue
+		}
+		b[i] = byte(splitmix(p.off>>3) >> ((p.off & 7) * 8))
+		i++
+		p.off++
+	}
+	return len(b), nil
+}
+
+func splitmix(x uint64) uint64 {
+	x += 0x9E3779B97F4A7C15
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EB
+	return x ^ (x >> 31)
+}

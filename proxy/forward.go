@@ -1,0 +1,95 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// newForwarder builds the reverse proxy that carries every route comfyshim
+// does not serve itself to ComfyUI, byte for byte.
+func newForwarder(upstream *url.URL, headerTimeout time.Duration, log *slog.Logger) *httputil.ReverseProxy {
+	upstreamOrigin := upstream.Scheme + "://" + upstream.Host
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// SetURL joins the raw (escaped) paths, so /api/userdata/a%2Fb.json
+			// reaches ComfyUI with its encoded slash intact.
+			pr.SetURL(upstream)
+			// ReverseProxy drops query parameters Go cannot parse (those with
+			// ';'); ComfyUI gets the query exactly as the client sent it.
+			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+			pr.SetXForwarded()
+			// The origin middleware has already applied ComfyUI's same-origin
+			// rule to the client's Origin; ComfyUI sees its own Host, so it is
+			// given its own origin to compare against.
+			if pr.Out.Header.Get("Origin") != "" {
+				pr.Out.Header.Set("Origin", upstreamOrigin)
+			}
+			if strings.EqualFold(pr.Out.Header.Get("Sec-Fetch-Site"), "cross-site") {
+				pr.Out.Header.Del("Sec-Fetch-Site") // allowed by allowed_origins
+			}
+		},
+		Transport: newTransport(headerTimeout),
+		// Flush every write: a /view stream or a slow upstream reaches the
+		// client as it arrives rather than when a buffer fills.
+		FlushInterval: -1,
+		BufferPool:    bufferPool{},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+				// The client went away; its request to ComfyUI was cancelled.
+				w.WriteHeader(499)
+				return
+			}
+			log.Warn("upstream error", "method", r.Method, "path", r.URL.Path, "err", err)
+			writeError(w, http.StatusBadGateway, "UPSTREAM_UNAVAILABLE", "ComfyUI upstream is unavailable: "+upstreamErrorText(err))
+		},
+	}
+}
+
+// newTransport is sized for a proxy talking to one host: the default
+// transport keeps only two idle connections per host, so under load it would
+// open and close upstream connections for most requests.
+func newTransport(headerTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy: nil, // the upstream is named explicitly; HTTP_PROXY must not reroute it
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: headerTimeout,
+		ExpectContinueTimeout: time.Second,
+		// Pass Accept-Encoding and compressed bodies through untouched.
+		DisableCompression: true,
+		WriteBufferSize:    64 << 10,
+		ReadBufferSize:     64 << 10,
+	}
+}
+
+func upstreamErrorText(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return "connection refused or unreachable"
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timed out"
+	}
+	return err.Error()
+}
+
+// bufferPool reuses the 32 KiB copy buffers of streamed bodies.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }

@@ -1,0 +1,160 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/comfyshim/comfyshim/config"
+	"github.com/comfyshim/comfyshim/proxy/fakecomfy"
+)
+
+// shim is a comfyshim listening on a real loopback port.
+type shim struct {
+	URL    string // http://127.0.0.1:port
+	Host   string // 127.0.0.1:port
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Serve returns
+	err    error         // Serve's result, set before done is closed
+}
+
+// startUpstream runs the fake ComfyUI on a loopback port.
+func startUpstream(t *testing.T) (*fakecomfy.Upstream, *httptest.Server) {
+	t.Helper()
+	up := fakecomfy.New()
+	ts := httptest.NewServer(up)
+	t.Cleanup(ts.Close)
+	return up, ts
+}
+
+func testConfig(t *testing.T, upstream string) *config.Config {
+	t.Helper()
+	c := config.Default()
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Upstream = u
+	c.Listen = "127.0.0.1:0"
+	c.ShutdownGrace = 5 * time.Second
+	c.TagsFile = t.TempDir() + "/tags.json"
+	return &c
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// startShim serves cfg on a fresh loopback port until the test ends.
+func startShim(t *testing.T, cfg *config.Config) *shim {
+	t.Helper()
+	srv, err := New(cfg, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &shim{URL: "http://" + ln.Addr().String(), Host: ln.Addr().String(), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		s.err = srv.Serve(ctx, ln)
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		_ = s.stop()
+		_ = srv.Close()
+	})
+	return s
+}
+
+// stop shuts the shim down and returns Serve's result.
+func (s *shim) stop() error {
+	s.cancel()
+	<-s.done
+	return s.err
+}
+
+var testClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true}}
+
+func doJSON(t *testing.T, req *http.Request, into any) *http.Response {
+	t.Helper()
+	resp, err := testClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if into != nil {
+		if err := json.Unmarshal(body, into); err != nil {
+			t.Fatalf("%s %s: status %d, body %q: %v", req.Method, req.URL, resp.StatusCode, body, err)
+		}
+	}
+	return resp
+}
+
+func mustReq(t *testing.T, method, u string, body io.Reader) *http.Request {
+	t.Helper()
+	r, err := http.NewRequest(method, u, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// heapPeak samples the heap in use until stop is called and reports the
+// largest growth over the starting value.
+func heapPeak() (stop func() uint64) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	var mu sync.Mutex
+	peak := base
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				var m runtime.MemStats
+				runtime.ReadMemStats(&m)
+				mu.Lock()
+				peak = max(peak, m.HeapInuse)
+				mu.Unlock()
+			}
+		}
+	}()
+	return func() uint64 {
+		close(quit)
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		if peak < base {
+			return 0
+		}
+		return peak - base
+	}
+}

@@ -1,0 +1,237 @@
+// Package proxy is comfyshim's HTTP server: it serves the Cloud asset tag API
+// itself and forwards every other route to ComfyUI unchanged.
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/comfyshim/comfyshim/config"
+)
+
+// Server is comfyshim's HTTP front: a gin engine whose unmatched routes go to
+// the forwarder.
+type Server struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	engine  *gin.Engine
+	forward *httputil.ReverseProxy
+
+	mu       sync.Mutex
+	closing  bool
+	hijacked map[net.Conn]struct{} // open websockets, closed on shutdown
+}
+
+// Options carries what New needs beyond the configuration.
+type Options struct {
+	Logger *slog.Logger
+	// Mount, if set, registers local routes on the engine before the
+	// forwarder takes the rest.
+	Mount func(r gin.IRouter)
+}
+
+// Context keys read by the access log.
+const (
+	kindKey     = "comfyshim.kind" // "local", "forwarded" or "websocket"
+	upgradedKey = "comfyshim.upgraded"
+)
+
+// New builds the server; it does not listen yet.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	// A trailing slash or odd casing belongs to whoever owns the route:
+	// unmatched paths are forwarded exactly as sent, never redirected.
+	e.RedirectTrailingSlash = false
+	e.RedirectFixedPath = false
+	// Client addresses in the log come from the connection, never from a
+	// client-supplied X-Forwarded-For.
+	_ = e.SetTrustedProxies(nil)
+
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		engine:   e,
+		forward:  newForwarder(cfg.Upstream, cfg.UpstreamHeaderTimeout, log),
+		hijacked: map[net.Conn]struct{}{},
+	}
+	e.Use(s.accessLog, s.recovery, originGuard(cfg.AllowedOrigins))
+	if opts.Mount != nil {
+		opts.Mount(e)
+	}
+	e.NoRoute(s.forwardHandler)
+	return s, nil
+}
+
+// Close releases what New opened. Serve must have returned.
+func (s *Server) Close() error { return nil }
+
+// Handler returns the server's http.Handler.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+func (s *Server) forwardHandler(c *gin.Context) {
+	kind := "forwarded"
+	if isUpgrade(c.Request) {
+		kind = "websocket"
+	}
+	c.Set(kindKey, kind)
+	// gin presets 404 for unmatched routes; the forwarder's WriteHeader
+	// replaces it with ComfyUI's status.
+	tw := &trackingWriter{ResponseWriter: c.Writer, s: s}
+	s.forward.ServeHTTP(tw, c.Request)
+	if tw.conn != nil {
+		s.untrack(tw.conn)
+		c.Set(upgradedKey, true)
+	}
+}
+
+func isUpgrade(r *http.Request) bool {
+	return r.Header.Get("Upgrade") != "" && strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+}
+
+// Serve accepts connections on ln until ctx is cancelled, then shuts down:
+// it stops accepting, closes websockets, and gives in-flight requests up to
+// the configured grace period before closing what remains.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler: s.engine,
+		// No ReadTimeout or WriteTimeout: they would cut websockets and long
+		// /view streams. Only the request headers are time-bounded.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down", "grace", s.cfg.ShutdownGrace.String())
+	s.closeHijacked()
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		s.log.Warn("grace period over; closing remaining connections", "err", err)
+		_ = srv.Close()
+	}
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return nil
+}
+
+func (s *Server) track(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		_ = c.Close()
+		return
+	}
+	s.hijacked[c] = struct{}{}
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.hijacked, c)
+	s.mu.Unlock()
+}
+
+// closeHijacked ends every open websocket. http.Server.Shutdown does not
+// know hijacked connections, and ComfyUI's socket never ends by itself.
+func (s *Server) closeHijacked() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	for c := range s.hijacked {
+		_ = c.Close()
+	}
+}
+
+// trackingWriter records a websocket's hijacked connection so shutdown can
+// close it.
+type trackingWriter struct {
+	http.ResponseWriter
+	s    *Server
+	conn net.Conn
+}
+
+func (w *trackingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.conn = conn
+		w.s.track(conn)
+	}
+	return conn, brw, err
+}
+
+func (w *trackingWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+func (w *trackingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// accessLog writes one structured line per request, after it ends (for a
+// websocket, when the socket closes).
+func (s *Server) accessLog(c *gin.Context) {
+	start := time.Now()
+	defer func() {
+		kind := c.GetString(kindKey)
+		if kind == "" {
+			kind = "local"
+		}
+		status := c.Writer.Status()
+		if c.GetBool(upgradedKey) {
+			status = http.StatusSwitchingProtocols
+		}
+		s.log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request",
+			slog.String("method", c.Request.Method),
+			slog.String("path", c.Request.URL.EscapedPath()),
+			slog.Int("status", status),
+			slog.Int("bytes", max(c.Writer.Size(), 0)),
+			slog.Duration("duration", time.Since(start)),
+			slog.String("route", kind),
+			slog.String("remote", c.ClientIP()),
+		)
+	}()
+	c.Next()
+}
+
+// recovery turns a panic into a 500, except http.ErrAbortHandler: the
+// forwarder raises it when a stream breaks after the headers were sent, and
+// it must reach net/http so the client sees a broken response, not a
+// truncated one that looks complete.
+func (s *Server) recovery(c *gin.Context) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v == http.ErrAbortHandler {
+			panic(v)
+		}
+		s.log.Error("panic serving request", "path", c.Request.URL.Path, "panic", v, "stack", string(debug.Stack()))
+		if !c.Writer.Written() {
+			writeError(c.Writer, http.StatusInternalServerError, "INTERNAL_ERROR", "internal error")
+		}
+		c.Abort()
+	}()
+	c.Next()
+}
