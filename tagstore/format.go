@@ -1,0 +1,288 @@
+package tagstore
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// FormatVersion is the sidecar format this package reads and writes.
+//
+// The sidecar is one JSON object, written pretty-printed with asset ids in
+// sorted order and each asset's tags sorted, so that diffs and hand edits
+// stay small:
+//
+//	{
+//	  "version": 1,
+//	  "assets": {
+//	    "<uuid>": {
+//	      "path": "output/ComfyUI_00001_.png",
+//	      "tags": ["favorite", "output"],
+//	      "updated_at": "2026-11-28T12:00:00Z"
+//	    }
+//	  }
+//	}
+//
+// "path" (root folder and path inside it) is informational; "tags" is the
+// asset's complete tag list; "updated_at" is when comfyshim last changed it.
+const FormatVersion = 1
+
+// Entry is one asset's record in the sidecar. Values handed out by the store
+// are shared: callers must not modify Tags.
+type Entry struct {
+	Path      string
+	Tags      []string // sorted by code point, no duplicates
+	UpdatedAt time.Time
+}
+
+// ParseError locates a problem in the sidecar file.
+type ParseError struct {
+	Line, Column int
+	Msg          string
+}
+
+func (e *ParseError) Error() string {
+	return fmt.Sprintf("line %d, column %d: %s", e.Line, e.Column, e.Msg)
+}
+
+// Parse reads a sidecar file. An empty (or all-whitespace) file holds no
+// assets. Every problem, including a bad entry deep inside, is an error with
+// its line and column: nothing a person wrote is silently dropped.
+func Parse(data []byte) (map[string]Entry, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return map[string]Entry{}, nil
+	}
+	p := &parser{data: data, dec: json.NewDecoder(bytes.NewReader(data))}
+	// A syntax check of the whole text first: its error offsets are exact,
+	// where a streaming decoder's are relative to its buffer.
+	var raw json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return nil, p.errAt(max(se.Offset-1, 0), "%v", se)
+		}
+		return nil, p.errAt(int64(len(data)), "%v", err)
+	}
+	p.dec.DisallowUnknownFields()
+	return p.document()
+}
+
+type parser struct {
+	data []byte
+	dec  *json.Decoder
+}
+
+func (p *parser) errAt(off int64, format string, args ...any) error {
+	// Point at the next token, not at the separator before it.
+	for off < int64(len(p.data)) && strings.ContainsRune(" \t\r\n,:", rune(p.data[off])) {
+		off++
+	}
+	line := 1 + bytes.Count(p.data[:off], []byte{'\n'})
+	col := int(off) - bytes.LastIndexByte(p.data[:off], '\n')
+	return &ParseError{Line: line, Column: col, Msg: fmt.Sprintf(format, args...)}
+}
+
+// wrap turns a decoder error into a located ParseError.
+func (p *parser) wrap(err error, at int64) error {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return p.errAt(at, "%v", se)
+	case errors.As(err, &te):
+		return p.errAt(at, "%s: want %s, got %s", te.Field, te.Type, te.Value)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return p.errAt(int64(len(p.data)), "unexpected end of file")
+	}
+	return p.errAt(at, "%v", err)
+}
+
+func (p *parser) delim(want json.Delim, what string) error {
+	at := p.dec.InputOffset()
+	tok, err := p.dec.Token()
+	if err != nil {
+		return p.wrap(err, at)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return p.errAt(at, "want %s", what)
+	}
+	return nil
+}
+
+func (p *parser) key() (string, int64, error) {
+	at := p.dec.InputOffset()
+	tok, err := p.dec.Token()
+	if err != nil {
+		return "", at, p.wrap(err, at)
+	}
+	return tok.(string), at, nil // inside an object the decoder only yields string keys
+}
+
+func (p *parser) document() (map[string]Entry, error) {
+	if err := p.delim('{', `an object {"version":1,"assets":{...}}`); err != nil {
+		return nil, err
+	}
+	var assets map[string]Entry
+	version := 0
+	for p.dec.More() {
+		k, at, err := p.key()
+		if err != nil {
+			return nil, err
+		}
+		switch k {
+		case "version":
+			vat := p.dec.InputOffset()
+			if err := p.dec.Decode(&version); err != nil {
+				return nil, p.wrap(err, vat)
+			}
+			if version != FormatVersion {
+				return nil, p.errAt(vat, "unsupported version %d (this comfyshim reads version %d)", version, FormatVersion)
+			}
+		case "assets":
+			if assets != nil {
+				return nil, p.errAt(at, `duplicate key "assets"`)
+			}
+			if assets, err = p.assets(); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, p.errAt(at, "unknown key %q (want \"version\" and \"assets\")", k)
+		}
+	}
+	if err := p.delim('}', "end of object"); err != nil {
+		return nil, err
+	}
+	if version == 0 {
+		return nil, p.errAt(0, `missing "version"`)
+	}
+	if assets == nil {
+		assets = map[string]Entry{}
+	}
+	return assets, nil
+}
+
+type rawEntry struct {
+	Path      string    `json:"path"`
+	Tags      *[]string `json:"tags"`
+	UpdatedAt string    `json:"updated_at"`
+}
+
+func (p *parser) assets() (map[string]Entry, error) {
+	if err := p.delim('{', "an object of assets keyed by id"); err != nil {
+		return nil, err
+	}
+	out := map[string]Entry{}
+	for p.dec.More() {
+		k, at, err := p.key()
+		if err != nil {
+			return nil, err
+		}
+		id, err := CanonicalID(k)
+		if err != nil {
+			return nil, p.errAt(at, "asset key %q is not a UUID", k)
+		}
+		if _, dup := out[id]; dup {
+			return nil, p.errAt(at, "asset %s appears twice", id)
+		}
+		vat := p.dec.InputOffset()
+		var raw rawEntry
+		if err := p.dec.Decode(&raw); err != nil {
+			return nil, p.wrap(fmt.Errorf("asset %s: %w", id, err), vat)
+		}
+		if raw.Tags == nil {
+			return nil, p.errAt(vat, `asset %s: missing "tags"`, id)
+		}
+		for i, t := range *raw.Tags {
+			if err := CheckTag(t); err != nil {
+				return nil, p.errAt(vat, "asset %s: tags[%d]: %v", id, i, err)
+			}
+		}
+		e := Entry{Path: raw.Path, Tags: sortedUnique(*raw.Tags)}
+		if !utf8.ValidString(raw.Path) {
+			return nil, p.errAt(vat, "asset %s: path is not valid UTF-8", id)
+		}
+		if raw.UpdatedAt != "" {
+			if e.UpdatedAt, err = time.Parse(time.RFC3339Nano, raw.UpdatedAt); err != nil {
+				return nil, p.errAt(vat, "asset %s: updated_at %q is not an RFC 3339 time", id, raw.UpdatedAt)
+			}
+		}
+		out[id] = e
+	}
+	if err := p.delim('}', "end of assets"); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// fileHeader and fileFooter frame the entries of an encoded sidecar.
+const (
+	fileHeader = "{\n  \"version\": 1,\n  \"assets\": {"
+	fileFooter = "\n  }\n}\n"
+)
+
+// encodeEntry renders one asset as it appears in the file (without the
+// separating comma), so the writer can keep rendered entries and assemble a
+// file of 100k assets by concatenation.
+func encodeEntry(id string, e Entry) []byte {
+	b := make([]byte, 0, 96+len(e.Path)+16*len(e.Tags))
+	b = append(b, "\n    "...)
+	b = appendString(b, id)
+	b = append(b, ": {\n      \"path\": "...)
+	b = appendString(b, e.Path)
+	b = append(b, ",\n      \"tags\": ["...)
+	for i, t := range e.Tags {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = appendString(b, t)
+	}
+	b = append(b, ']')
+	if !e.UpdatedAt.IsZero() {
+		b = append(b, ",\n      \"updated_at\": \""...)
+		b = e.UpdatedAt.UTC().AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	b = append(b, "\n    }"...)
+	return b
+}
+
+// appendString appends s as a JSON string. Only what JSON requires is
+// escaped, so non-ASCII tags stay readable in the file.
+func appendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == '\u2028' || r == '\u2029' {
+				b = append(b, `\u202`...)
+				b = append(b, hex[r&0xf])
+			} else {
+				b = append(b, s[i:i+size]...)
+			}
+			i += size
+			continue
+		}
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, `\n`...)
+		case '\t':
+			b = append(b, `\t`...)
+		case '\r':
+			b = append(b, `\r`...)
+		default:
+			b = append(b, `\u00`...)
+			b = append(b, hex[c>>4], hex[c&0xf])
+		}
+		i++
+	}
+	return append(b, '"')
+}

@@ -1,0 +1,549 @@
+// Package tagstore keeps asset tags in a JSON sidecar file: durable atomic
+// writes with group commit, an in-memory index for reads, and a watch on the
+// file so a person can edit it by hand while the server runs.
+package tagstore
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/patrickmn/go-cache"
+)
+
+var (
+	// ErrSidecarInvalid is returned by mutations while the file on disk does
+	// not parse: writing would overwrite a person's unfinished edit.
+	ErrSidecarInvalid = errors.New("tags file on disk is invalid")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("tag store closed")
+)
+
+// Change is the outcome of one Add or Remove.
+type Change struct {
+	Changed   []string // tags added (Add) or removed (Remove), sorted
+	Unchanged []string // tags already present (Add) or not present (Remove), sorted
+	Tags      []string // the asset's tags afterwards, sorted
+}
+
+// maxBatch bounds how many mutations one file write carries.
+const maxBatch = 4096
+
+// debounce is how long the watcher waits after the last event on the file
+// before reloading it: editors save in bursts of events.
+const debounce = 100 * time.Millisecond
+
+// Store is the tag sidecar. Reads are served from memory and never touch the
+// disk; mutations are serialised through one committer goroutine that batches
+// those arriving together into a single durable write.
+type Store struct {
+	path string
+	log  *slog.Logger
+
+	view    atomic.Pointer[view] // what readers see; replaced whole on reload
+	gen     atomic.Uint64        // bumped on every change readers can see
+	invalid atomic.Pointer[error]
+
+	ops     chan *op
+	reloads chan struct{}
+	quit    chan struct{}
+	wg      sync.WaitGroup
+	closed  atomic.Bool
+	watcher *fsnotify.Watcher
+
+	// Owned by the committer goroutine.
+	doc  map[string]docEntry
+	ids  []string // sorted keys of doc
+	disk fileSig  // the file as last read or written
+	mode os.FileMode
+	buf  []byte
+
+	onReload func(error)
+}
+
+// view is the readers' state. index maps id -> Entry; aggregates holds
+// values derived from all entries ("tag_counts": map[string]int). Both hold
+// immutable values: an entry is replaced, never modified.
+type view struct {
+	index      *cache.Cache
+	aggregates *cache.Cache
+}
+
+const aggTagCounts = "tag_counts"
+
+type docEntry struct {
+	Entry
+	raw []byte // the entry as rendered in the file
+}
+
+type op struct {
+	id     string
+	seed   Entry
+	tags   []string
+	remove bool
+	reply  chan opResult
+}
+
+type opResult struct {
+	change Change
+	err    error
+}
+
+// Options tune a Store; the zero value is fine.
+type Options struct {
+	Logger *slog.Logger
+	// OnReload is called after each reload caused by an external edit, with
+	// nil or the reason the file was rejected.
+	OnReload func(error)
+}
+
+// Open loads the sidecar at path (a missing file is an empty store, created
+// on the first write) and starts watching it. A file or folder that cannot be
+// read, or a file that does not parse, is an error naming the path.
+func Open(path string, opts Options) (*Store, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("tags file %s: %w", path, err)
+	}
+	dir := filepath.Dir(abs)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("tags file folder %s: %w", dir, err)
+	}
+	if err := probeWritable(dir); err != nil {
+		return nil, fmt.Errorf("tags file folder %s is not writable: %w", dir, err)
+	}
+	s := &Store{
+		path:     abs,
+		log:      log.With("tags_file", abs),
+		ops:      make(chan *op, maxBatch),
+		reloads:  make(chan struct{}, 1),
+		quit:     make(chan struct{}),
+		doc:      map[string]docEntry{},
+		mode:     0o644,
+		onReload: opts.OnReload,
+	}
+	s.view.Store(newView(nil))
+	if err := s.syncFromDisk(); err != nil {
+		return nil, fmt.Errorf("tags file %s: %w", abs, err)
+	}
+	if s.watcher, err = fsnotify.NewWatcher(); err != nil {
+		return nil, fmt.Errorf("watching %s: %w", dir, err)
+	}
+	if err := s.watcher.Add(dir); err != nil {
+		_ = s.watcher.Close()
+		return nil, fmt.Errorf("watching %s: %w", dir, err)
+	}
+	s.wg.Add(2)
+	go s.commitLoop()
+	go s.watchLoop()
+	return s, nil
+}
+
+// Path is the sidecar's absolute path.
+func (s *Store) Path() string { return s.path }
+
+// Close stops watching and committing. Mutations already acknowledged are on
+// disk; later calls fail with ErrClosed.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	close(s.quit)
+	err := s.watcher.Close()
+	s.wg.Wait()
+	return err
+}
+
+// Get returns an asset's entry; ok is false when the sidecar has none.
+func (s *Store) Get(id string) (Entry, bool) {
+	v, ok := s.view.Load().index.Get(id)
+	if !ok {
+		return Entry{}, false
+	}
+	return v.(Entry), true
+}
+
+// TagCounts returns how many sidecar entries carry each tag. The map is
+// shared: do not modify it.
+func (s *Store) TagCounts() map[string]int {
+	v, _ := s.view.Load().aggregates.Get(aggTagCounts)
+	return v.(map[string]int)
+}
+
+// Len is the number of assets in the sidecar.
+func (s *Store) Len() int { return s.view.Load().index.ItemCount() }
+
+// Generation changes whenever what readers see changes, so callers can cache
+// values derived from the store.
+func (s *Store) Generation() uint64 { return s.gen.Load() }
+
+// Err is nil while the sidecar on disk is valid, else why it was rejected
+// (wrapping ErrSidecarInvalid and a *ParseError with line and column).
+func (s *Store) Err() error {
+	if e := s.invalid.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// Add adds tags to asset id. seed gives the asset's path and tags to start
+// from when the sidecar has no entry for it yet (its default tags). Tags are
+// normalised with NormalizeTags. It returns once the change is durable.
+func (s *Store) Add(id string, seed Entry, tags []string) (Change, error) {
+	return s.mutate(id, seed, tags, false)
+}
+
+// Remove removes tags from asset id; see Add. Removing every tag leaves an
+// entry with no tags, so the asset's default tags do not come back.
+func (s *Store) Remove(id string, seed Entry, tags []string) (Change, error) {
+	return s.mutate(id, seed, tags, true)
+}
+
+func (s *Store) mutate(id string, seed Entry, tags []string, remove bool) (Change, error) {
+	cid, err := CanonicalID(id)
+	if err != nil {
+		return Change{}, err
+	}
+	norm, err := NormalizeTags(tags)
+	if err != nil {
+		return Change{}, err
+	}
+	if s.closed.Load() {
+		return Change{}, ErrClosed
+	}
+	o := &op{id: cid, seed: seed, tags: norm, remove: remove, reply: make(chan opResult, 1)}
+	select {
+	case s.ops <- o:
+	case <-s.quit:
+		return Change{}, ErrClosed
+	}
+	select {
+	case r := <-o.reply:
+		return r.change, r.err
+	case <-s.quit:
+		// The committer answers every op it took before it stops.
+		r := <-o.reply
+		return r.change, r.err
+	}
+}
+
+func newView(entries map[string]Entry) *view {
+	items := make(map[string]cache.Item, len(entries))
+	counts := map[string]int{}
+	for id, e := range entries {
+		items[id] = cache.Item{Object: e}
+		for _, t := range e.Tags {
+			counts[t]++
+		}
+	}
+	// No expiry and no janitor: entries live until replaced.
+	agg := cache.New(cache.NoExpiration, 0)
+	agg.Set(aggTagCounts, counts, cache.NoExpiration)
+	return &view{index: cache.NewFrom(cache.NoExpiration, 0, items), aggregates: agg}
+}
+
+func (s *Store) commitLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case o := <-s.ops:
+			batch := []*op{o}
+		drain:
+			for len(batch) < maxBatch {
+				select {
+				case o := <-s.ops:
+					batch = append(batch, o)
+				default:
+					break drain
+				}
+			}
+			s.commit(batch)
+		case <-s.reloads:
+			err := s.syncFromDisk()
+			if err != nil {
+				s.log.Error("tags file rejected; serving the last good state and refusing changes until it is fixed", "err", err)
+			}
+			if s.onReload != nil {
+				s.onReload(err)
+			}
+		case <-s.quit:
+			// Answer whatever was queued before Close.
+			for {
+				select {
+				case o := <-s.ops:
+					o.reply <- opResult{err: ErrClosed}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// commit applies a batch of mutations on top of the file as it is on disk
+// now, writes the result durably, and only then publishes and acknowledges.
+func (s *Store) commit(batch []*op) {
+	fail := func(err error) {
+		for _, o := range batch {
+			o.reply <- opResult{err: err}
+		}
+	}
+	// A person may have saved the file since it was last read, faster than
+	// the watcher's debounce: pick their edit up first, never write over it.
+	if err := s.syncFromDisk(); err != nil {
+		fail(err)
+		return
+	}
+	if err := s.Err(); err != nil {
+		fail(err)
+		return
+	}
+
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	overlay := map[string]Entry{}
+	results := make([]opResult, len(batch))
+	for i, o := range batch {
+		cur, ok := overlay[o.id]
+		if !ok {
+			var d docEntry
+			if d, ok = s.doc[o.id]; ok {
+				cur = d.Entry
+			} else {
+				cur = Entry{Path: o.seed.Path, Tags: sortedUnique(o.seed.Tags)}
+			}
+		}
+		tags, changed, unchanged := applyTags(cur.Tags, o.tags, o.remove)
+		results[i].change = Change{Changed: changed, Unchanged: unchanged, Tags: tags}
+		if len(changed) > 0 {
+			if cur.Path == "" {
+				cur.Path = o.seed.Path
+			}
+			overlay[o.id] = Entry{Path: cur.Path, Tags: tags, UpdatedAt: now}
+		}
+	}
+	if len(overlay) > 0 {
+		if err := s.write(overlay); err != nil {
+			s.log.Error("writing tags file", "err", err)
+			fail(fmt.Errorf("writing tags file: %w", err))
+			return
+		}
+	}
+	for i, o := range batch {
+		o.reply <- results[i]
+	}
+}
+
+// applyTags returns the sorted tag list after adding or removing req, with
+// the sorted lists of tags that changed and that did not.
+func applyTags(cur, req []string, remove bool) (tags, changed, unchanged []string) {
+	changed, unchanged = []string{}, []string{}
+	for _, t := range req {
+		_, present := slices.BinarySearch(cur, t)
+		if present != remove {
+			unchanged = append(unchanged, t)
+		} else {
+			changed = append(changed, t)
+		}
+	}
+	slices.Sort(changed)
+	slices.Sort(unchanged)
+	if len(changed) == 0 {
+		return cur, changed, unchanged
+	}
+	if remove {
+		tags = make([]string, 0, len(cur))
+		for _, t := range cur {
+			if _, gone := slices.BinarySearch(changed, t); !gone {
+				tags = append(tags, t)
+			}
+		}
+		return tags, changed, unchanged
+	}
+	tags = append(slices.Clone(cur), changed...)
+	slices.Sort(tags)
+	return tags, changed, unchanged
+}
+
+// write renders the document with overlay applied, replaces the file
+// atomically, and publishes the new entries to readers.
+func (s *Store) write(overlay map[string]Entry) error {
+	var added []string
+	rendered := make(map[string][]byte, len(overlay))
+	for id, e := range overlay {
+		rendered[id] = encodeEntry(id, e)
+		if _, ok := s.doc[id]; !ok {
+			added = append(added, id)
+		}
+	}
+	ids := s.ids
+	if len(added) > 0 {
+		slices.Sort(added)
+		ids = mergeSorted(s.ids, added)
+	}
+
+	buf := append(s.buf[:0], fileHeader...)
+	for i, id := range ids {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		if r, ok := rendered[id]; ok {
+			buf = append(buf, r...)
+		} else {
+			buf = append(buf, s.doc[id].raw...)
+		}
+	}
+	buf = append(buf, fileFooter...)
+	s.buf = buf
+
+	sig, err := writeAtomic(s.path, buf, s.mode)
+	if err != nil {
+		return err
+	}
+	s.disk = sig
+
+	v := s.view.Load()
+	counts := cloneCounts(v.aggregates)
+	for id, e := range overlay {
+		if old, ok := s.doc[id]; ok {
+			for _, t := range old.Tags {
+				if counts[t]--; counts[t] == 0 {
+					delete(counts, t)
+				}
+			}
+		}
+		for _, t := range e.Tags {
+			counts[t]++
+		}
+		s.doc[id] = docEntry{Entry: e, raw: rendered[id]}
+		v.index.Set(id, e, cache.NoExpiration)
+	}
+	v.aggregates.Set(aggTagCounts, counts, cache.NoExpiration)
+	s.ids = ids
+	s.gen.Add(1)
+	return nil
+}
+
+func cloneCounts(agg *cache.Cache) map[string]int {
+	v, _ := agg.Get(aggTagCounts)
+	old := v.(map[string]int)
+	m := make(map[string]int, len(old)+4)
+	for k, n := range old {
+		m[k] = n
+	}
+	return m
+}
+
+func mergeSorted(a, b []string) []string {
+	out := make([]string, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		if a[i] < b[j] {
+			out = append(out, a[i])
+			i++
+		} else {
+			out = append(out, b[j])
+			j++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
+}
+
+// syncFromDisk makes memory match the file if the file changed since it was
+// last read or written. A file that does not parse marks the store invalid
+// and keeps the last good state; a removed file keeps the state in memory,
+// to be written again on the next change.
+func (s *Store) syncFromDisk() error {
+	sig, data, err := readIfChanged(s.path, s.disk)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if s.disk.exists {
+			s.log.Warn("tags file removed; keeping tags in memory, the file is written again on the next change")
+		}
+		s.disk = fileSig{}
+		s.invalid.Store(nil)
+		return nil
+	case err != nil:
+		return err
+	case data == nil:
+		return nil // unchanged
+	}
+	s.mode = sig.mode
+	if sig.sameContent(s.disk) {
+		s.disk = sig
+		return nil
+	}
+	s.disk = sig
+	entries, perr := Parse(data)
+	if perr != nil {
+		err := fmt.Errorf("%w: %s: %w", ErrSidecarInvalid, s.path, perr)
+		s.invalid.Store(&err)
+		return err
+	}
+	s.replaceAll(entries)
+	if s.invalid.Swap(nil) != nil {
+		s.log.Info("tags file valid again; changes accepted")
+	}
+	return nil
+}
+
+// replaceAll swaps in a freshly loaded document.
+func (s *Store) replaceAll(entries map[string]Entry) {
+	doc := make(map[string]docEntry, len(entries))
+	ids := make([]string, 0, len(entries))
+	for id, e := range entries {
+		doc[id] = docEntry{Entry: e, raw: encodeEntry(id, e)}
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	s.doc, s.ids = doc, ids
+	s.view.Store(newView(entries))
+	s.gen.Add(1)
+}
+
+// watchLoop turns filesystem events on the sidecar into debounced reloads.
+// The folder is watched, not the file: editors that save by rename replace
+// the file's inode.
+func (s *Store) watchLoop() {
+	defer s.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	name := filepath.Base(s.path)
+	for {
+		select {
+		case ev, ok := <-s.watcher.Events:
+			if !ok {
+				return
+			}
+			if filepath.Base(ev.Name) == name {
+				timer.Reset(debounce)
+			}
+		case err, ok := <-s.watcher.Errors:
+			if !ok {
+				return
+			}
+			// On overflow events were lost: look at the file anyway.
+			s.log.Warn("watching tags file", "err", err)
+			timer.Reset(debounce)
+		case <-timer.C:
+			select {
+			case s.reloads <- struct{}{}:
+			default: // a reload is already pending
+			}
+		case <-s.quit:
+			timer.Stop()
+			return
+		}
+	}
+}
