@@ -21,7 +21,7 @@ type fileSig struct {
 }
 
 func (a fileSig) sameMeta(b fileSig) bool {
-	return a.exists && b.exists && a.ino == b.ino && a.size == b.size && a.mtime.Equal(b.mtime)
+	return a.exists && b.exists && a.ino == b.ino && a.size == b.size && a.mtime.Equal(b.mtime) && a.mode == b.mode
 }
 
 func (a fileSig) sameContent(b fileSig) bool {
@@ -46,7 +46,7 @@ func readIfChanged(path string, known fileSig) (fileSig, []byte, error) {
 	if err != nil {
 		return fileSig{}, nil, err
 	}
-	meta := fileSig{exists: true, size: fi.Size(), mtime: fi.ModTime()}
+	meta := fileSig{exists: true, size: fi.Size(), mtime: fi.ModTime(), mode: fi.Mode().Perm()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		meta.ino = st.Ino
 	}

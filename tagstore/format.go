@@ -58,18 +58,19 @@ func Parse(data []byte) (map[string]Entry, error) {
 		return map[string]Entry{}, nil
 	}
 	p := &parser{data: data, dec: json.NewDecoder(bytes.NewReader(data))}
-	// A syntax check of the whole text first: its error offsets are exact,
-	// where a streaming decoder's are relative to its buffer.
-	var raw json.RawMessage
-	if err := json.Unmarshal(data, &raw); err != nil {
+	p.dec.DisallowUnknownFields()
+	m, err := p.document()
+	if err != nil {
+		// A streaming decoder's syntax error offsets are relative to its
+		// buffer; a whole-text check gives the exact place.
+		var raw json.RawMessage
 		var se *json.SyntaxError
-		if errors.As(err, &se) {
+		if serr := json.Unmarshal(data, &raw); errors.As(serr, &se) {
 			return nil, p.errAt(max(se.Offset-1, 0), "%v", se)
 		}
-		return nil, p.errAt(int64(len(data)), "%v", err)
+		return nil, err
 	}
-	p.dec.DisallowUnknownFields()
-	return p.document()
+	return m, nil
 }
 
 type parser struct {
@@ -156,6 +157,9 @@ func (p *parser) document() (map[string]Entry, error) {
 	}
 	if err := p.delim('}', "end of object"); err != nil {
 		return nil, err
+	}
+	if at := p.dec.InputOffset(); len(bytes.TrimSpace(p.data[at:])) != 0 {
+		return nil, p.errAt(at, "data after the end of the document")
 	}
 	if version == 0 {
 		return nil, p.errAt(0, `missing "version"`)

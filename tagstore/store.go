@@ -80,7 +80,7 @@ const aggTagCounts = "tag_counts"
 
 type docEntry struct {
 	Entry
-	raw []byte // the entry as rendered in the file
+	raw []byte // the entry as rendered in the file; nil until first needed
 }
 
 type op struct {
@@ -397,11 +397,16 @@ func (s *Store) write(overlay map[string]Entry) error {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		if r, ok := rendered[id]; ok {
-			buf = append(buf, r...)
-		} else {
-			buf = append(buf, s.doc[id].raw...)
+		r, ok := rendered[id]
+		if !ok {
+			d := s.doc[id]
+			if d.raw == nil {
+				d.raw = encodeEntry(id, d.Entry)
+				s.doc[id] = d
+			}
+			r = d.raw
 		}
+		buf = append(buf, r...)
 	}
 	buf = append(buf, fileFooter...)
 	s.buf = buf
@@ -503,7 +508,7 @@ func (s *Store) replaceAll(entries map[string]Entry) {
 	doc := make(map[string]docEntry, len(entries))
 	ids := make([]string, 0, len(entries))
 	for id, e := range entries {
-		doc[id] = docEntry{Entry: e, raw: encodeEntry(id, e)}
+		doc[id] = docEntry{Entry: e} // rendered on the first write
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)

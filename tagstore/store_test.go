@@ -1,0 +1,455 @@
+package tagstore
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+func openTemp(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sub", "tags.json")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, path
+}
+
+func readFile(t *testing.T, path string) map[string]Entry {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Parse(data)
+	if err != nil {
+		t.Fatalf("file on disk does not parse: %v\n%s", err, data)
+	}
+	return m
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestOperations(t *testing.T) {
+	s, path := openTemp(t)
+	seed := Entry{Path: "output/a.png", Tags: []string{"output"}}
+	steps := []struct {
+		remove    bool
+		tags      []string
+		changed   []string
+		unchanged []string
+		total     []string
+	}{
+		{tags: []string{"b", " a ", "b"}, changed: []string{"a", "b"}, unchanged: []string{}, total: []string{"a", "b", "output"}},
+		{tags: []string{"a", "Portrait", "portrait"}, changed: []string{"Portrait", "portrait"}, unchanged: []string{"a"}, total: []string{"Portrait", "a", "b", "output", "portrait"}},
+		{remove: true, tags: []string{"portrait", "zzz"}, changed: []string{"portrait"}, unchanged: []string{"zzz"}, total: []string{"Portrait", "a", "b", "output"}},
+		{remove: true, tags: []string{"output"}, changed: []string{"output"}, unchanged: []string{}, total: []string{"Portrait", "a", "b"}},
+		{remove: true, tags: []string{"Portrait", "a", "b"}, changed: []string{"Portrait", "a", "b"}, unchanged: []string{}, total: []string{}},
+		{tags: []string{"é", "z", "Z"}, changed: []string{"Z", "z", "é"}, unchanged: []string{}, total: []string{"Z", "z", "é"}},
+	}
+	for i, st := range steps {
+		op := s.Add
+		if st.remove {
+			op = s.Remove
+		}
+		ch, err := op(idA, seed, st.tags)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		want := Change{Changed: st.changed, Unchanged: st.unchanged, Tags: st.total}
+		if !reflect.DeepEqual(ch, want) {
+			t.Fatalf("step %d: got %#v, want %#v", i, ch, want)
+		}
+		if e, _ := s.Get(idA); !reflect.DeepEqual(e.Tags, st.total) {
+			t.Fatalf("step %d: memory has %q", i, e.Tags)
+		}
+		if got := readFile(t, path)[idA]; !reflect.DeepEqual(got.Tags, st.total) || got.Path != "output/a.png" || got.UpdatedAt.IsZero() {
+			t.Fatalf("step %d: file has %#v", i, got)
+		}
+	}
+	counts := s.TagCounts()
+	if !reflect.DeepEqual(counts, map[string]int{"Z": 1, "z": 1, "é": 1}) {
+		t.Fatalf("counts %v", counts)
+	}
+}
+
+func TestNoOpMutationDoesNotWrite(t *testing.T) {
+	s, path := openTemp(t)
+	ch, err := s.Remove(idA, Entry{Tags: []string{"input"}}, []string{"nope"})
+	if err != nil || len(ch.Changed) != 0 || !reflect.DeepEqual(ch.Tags, []string{"input"}) {
+		t.Fatalf("%#v %v", ch, err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("a change that changed nothing created the file")
+	}
+	if _, ok := s.Get(idA); ok {
+		t.Fatal("entry created for a no-op")
+	}
+}
+
+func TestRejectedInputChangesNothing(t *testing.T) {
+	s, path := openTemp(t)
+	if _, err := s.Add(idA, Entry{}, []string{"keep"}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(path)
+	for _, tc := range []struct {
+		id   string
+		tags []string
+		want error
+	}{
+		{"nope", []string{"x"}, ErrInvalidID},
+		{idA, []string{"ok", "bad\x00"}, ErrInvalidTags},
+		{idA, []string{" "}, ErrInvalidTags},
+		{idA, []string{strings.Repeat("x", 200)}, ErrInvalidTags},
+	} {
+		if _, err := s.Add(tc.id, Entry{}, tc.tags); !errors.Is(err, tc.want) {
+			t.Fatalf("Add(%q, %q): %v, want %v", tc.id, tc.tags, err, tc.want)
+		}
+	}
+	after, _ := os.ReadFile(path)
+	if string(before) != string(after) {
+		t.Fatal("a rejected mutation changed the file")
+	}
+}
+
+func TestReopenKeepsTagsAndFileMode(t *testing.T) {
+	s, path := openTemp(t)
+	if _, err := s.Add(idA, Entry{Path: "input/x.png"}, []string{"one"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Add(idB, Entry{}, []string{"two"}); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(path)
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v not kept", fi.Mode().Perm())
+	}
+	s.Close()
+	if _, err := s.Add(idA, Entry{}, []string{"x"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+	s2, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if e, ok := s2.Get(idA); !ok || !reflect.DeepEqual(e.Tags, []string{"one"}) || e.Path != "input/x.png" {
+		t.Fatalf("reopened: %#v", e)
+	}
+	if s2.Len() != 2 {
+		t.Fatalf("len %d", s2.Len())
+	}
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".*tmp*"))
+	if len(matches) != 0 {
+		t.Fatalf("temporary files left behind: %v", matches)
+	}
+}
+
+func TestOpenErrorsNameThePath(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte("{\n  \"version\": 1,\n  \"assets\": {\n    oops\n}"), 0o644)
+	_, err := Open(bad, Options{})
+	var pe *ParseError
+	if err == nil || !strings.Contains(err.Error(), bad) || !errors.As(err, &pe) || pe.Line != 4 {
+		t.Fatalf("unparsable file: %v", err)
+	}
+	if os.Geteuid() != 0 { // root reads and writes everything
+		locked := filepath.Join(dir, "locked")
+		os.Mkdir(locked, 0o500)
+		_, err = Open(filepath.Join(locked, "tags.json"), Options{})
+		if err == nil || !strings.Contains(err.Error(), locked) {
+			t.Fatalf("unwritable folder: %v", err)
+		}
+	}
+	notDir := filepath.Join(dir, "file")
+	os.WriteFile(notDir, nil, 0o644)
+	_, err = Open(filepath.Join(notDir, "tags.json"), Options{})
+	if err == nil || !strings.Contains(err.Error(), notDir) {
+		t.Fatalf("folder is a file: %v", err)
+	}
+}
+
+// saveByRename writes like vim or VS Code with atomic save: a new file
+// renamed over the old one.
+func saveByRename(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".swp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// saveInPlace truncates and rewrites, in two writes, as some editors do.
+func saveInPlace(t *testing.T, path, content string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(content) / 2
+	f.WriteString(content[:half])
+	time.Sleep(20 * time.Millisecond)
+	f.WriteString(content[half:])
+	f.Close()
+}
+
+func docWith(tags map[string][]string) string {
+	entries := map[string]Entry{}
+	for id, tt := range tags {
+		entries[id] = Entry{Tags: sortedUnique(tt)}
+	}
+	return string(encodeAll(entries))
+}
+
+func TestExternalEditsAreReloaded(t *testing.T) {
+	for name, save := range map[string]func(*testing.T, string, string){"rename": saveByRename, "in-place": saveInPlace} {
+		t.Run(name, func(t *testing.T) {
+			var mu sync.Mutex
+			var reloads []error
+			path := filepath.Join(t.TempDir(), "tags.json")
+			s, err := Open(path, Options{OnReload: func(err error) { mu.Lock(); reloads = append(reloads, err); mu.Unlock() }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.Add(idA, Entry{}, []string{"mine"}); err != nil {
+				t.Fatal(err)
+			}
+			// The server's own write must not be taken for an edit.
+			time.Sleep(3 * debounce)
+			gen := s.Generation()
+
+			save(t, path, docWith(map[string][]string{idA: {"mine", "hand"}, idB: {"new"}}))
+			waitUntil(t, "hand edit to load", func() bool { e, _ := s.Get(idB); return len(e.Tags) == 1 })
+			if e, _ := s.Get(idA); !reflect.DeepEqual(e.Tags, []string{"hand", "mine"}) {
+				t.Fatalf("edit not applied: %q", e.Tags)
+			}
+			if s.Generation() == gen {
+				t.Fatal("generation did not change")
+			}
+
+			// A half-finished edit: keep serving, refuse changes, leave the file alone.
+			broken := "{\n  \"version\": 1,\n  \"assets\": {\n    \"" + idA + "\": {\"tags\": [\"mine\",\n"
+			save(t, path, broken)
+			waitUntil(t, "broken file to be noticed", func() bool { return s.Err() != nil })
+			var pe *ParseError
+			if err := s.Err(); !errors.Is(err, ErrSidecarInvalid) || !errors.As(err, &pe) || pe.Line < 4 {
+				t.Fatalf("Err() = %v", err)
+			}
+			if e, _ := s.Get(idB); !reflect.DeepEqual(e.Tags, []string{"new"}) {
+				t.Fatal("last good state not served")
+			}
+			if _, err := s.Add(idA, Entry{}, []string{"x"}); !errors.Is(err, ErrSidecarInvalid) {
+				t.Fatalf("mutation on a broken file: %v", err)
+			}
+			if data, _ := os.ReadFile(path); string(data) != broken {
+				t.Fatal("the person's unfinished file was overwritten")
+			}
+
+			// Fixed: reload and resume.
+			save(t, path, docWith(map[string][]string{idA: {"fixed"}}))
+			waitUntil(t, "fixed file to load", func() bool { return s.Err() == nil })
+			ch, err := s.Add(idA, Entry{}, []string{"after"})
+			if err != nil || !reflect.DeepEqual(ch.Tags, []string{"after", "fixed"}) {
+				t.Fatalf("after fix: %#v %v", ch, err)
+			}
+			if _, ok := s.Get(idB); ok {
+				t.Fatal("entry removed by hand is still served")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(reloads) < 3 {
+				t.Fatalf("OnReload called %d times", len(reloads))
+			}
+		})
+	}
+}
+
+func TestEditJustBeforeAWriteIsKept(t *testing.T) {
+	s, path := openTemp(t)
+	if _, err := s.Add(idA, Entry{}, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	// No waiting for the watcher: the write itself must notice the edit.
+	saveByRename(t, path, docWith(map[string][]string{idA: {"a", "hand"}, idB: {"b"}}))
+	ch, err := s.Add(idA, Entry{}, []string{"c"})
+	if err != nil || !reflect.DeepEqual(ch.Tags, []string{"a", "c", "hand"}) {
+		t.Fatalf("%#v %v", ch, err)
+	}
+	if got := readFile(t, path); len(got) != 2 || !reflect.DeepEqual(got[idB].Tags, []string{"b"}) {
+		t.Fatalf("edit lost: %#v", got)
+	}
+}
+
+func TestRemovedFileIsWrittenAgain(t *testing.T) {
+	s, path := openTemp(t)
+	s.Add(idA, Entry{}, []string{"a"})
+	os.Remove(path)
+	time.Sleep(3 * debounce)
+	if _, ok := s.Get(idA); !ok {
+		t.Fatal("tags dropped when the file was removed")
+	}
+	s.Add(idB, Entry{}, []string{"b"})
+	if got := readFile(t, path); len(got) != 2 {
+		t.Fatalf("file after removal: %#v", got)
+	}
+}
+
+// TestConcurrentMutationsAndEdits runs bursts of concurrent mutations with
+// hand edits between them (made without waiting for the watcher) and checks
+// that every acknowledged mutation and every edit is in the final file.
+func TestConcurrentMutationsAndEdits(t *testing.T) {
+	s, path := openTemp(t)
+	ids := make([]string, 20)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+	}
+	want := map[string]map[string]bool{}
+	var mu sync.Mutex
+	for round := 0; round < 8; round++ {
+		var wg sync.WaitGroup
+		for w := 0; w < 50; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				id := ids[(w+round)%len(ids)]
+				tag := fmt.Sprintf("r%d-w%d", round, w)
+				if _, err := s.Add(id, Entry{}, []string{tag}); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if want[id] == nil {
+					want[id] = map[string]bool{}
+				}
+				want[id][tag] = true
+				mu.Unlock()
+			}(w)
+		}
+		wg.Wait()
+		// A person adds an asset and a tag by hand.
+		cur := readFile(t, path)
+		ext := uuid.NewString()
+		cur[ext] = Entry{Tags: []string{fmt.Sprintf("hand-%d", round)}}
+		cur[ids[0]] = Entry{Tags: sortedUnique(append(slicesClone(cur[ids[0]].Tags), fmt.Sprintf("hand0-%d", round)))}
+		saveByRename(t, path, string(encodeAll(cur)))
+		want[ext] = map[string]bool{fmt.Sprintf("hand-%d", round): true}
+		want[ids[0]][fmt.Sprintf("hand0-%d", round)] = true
+	}
+	final := readFile(t, path)
+	for id, tags := range want {
+		have := map[string]bool{}
+		for _, tg := range final[id].Tags {
+			have[tg] = true
+		}
+		for tg := range tags {
+			if !have[tg] {
+				t.Errorf("asset %s lost tag %s", id, tg)
+			}
+		}
+	}
+}
+
+func slicesClone(s []string) []string { return append([]string(nil), s...) }
+
+// TestCrashLeavesACompleteFile kills a child process that writes in a loop
+// and checks the file always parses and holds every acknowledged mutation.
+func TestCrashLeavesACompleteFile(t *testing.T) {
+	if os.Getenv("TAGSTORE_CRASH_CHILD") != "" {
+		crashChild()
+		return
+	}
+	path := filepath.Join(t.TempDir(), "tags.json")
+	for run := 0; run < 5; run++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashLeavesACompleteFile$")
+		cmd.Env = append(os.Environ(), "TAGSTORE_CRASH_CHILD="+path)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		acked := map[string]string{}
+		sc := bufio.NewScanner(out)
+		for sc.Scan() && len(acked) < 40*(run+1) {
+			id, tag, ok := strings.Cut(sc.Text(), " ")
+			if ok {
+				acked[tag] = id
+			}
+		}
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		go io.Copy(io.Discard, out)
+		_ = cmd.Wait()
+		if len(acked) == 0 {
+			t.Fatal("child acknowledged nothing")
+		}
+		final := readFile(t, path) // fails the test if torn
+		for tag, id := range acked {
+			found := false
+			for _, tg := range final[id].Tags {
+				found = found || tg == tag
+			}
+			if !found {
+				t.Fatalf("run %d: acknowledged tag %s on %s missing after kill -9", run, tag, id)
+			}
+		}
+	}
+}
+
+// crashChild mutates forever, printing each mutation once acknowledged.
+func crashChild() {
+	s, err := Open(os.Getenv("TAGSTORE_CRASH_CHILD"), Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	var mu sync.Mutex
+	for w := 0; w < 4; w++ {
+		go func(w int) {
+			for i := 0; ; i++ {
+				id := uuid.NewString()
+				tag := fmt.Sprintf("%d-%d-%s", w, i, id[:8])
+				if _, err := s.Add(id, Entry{Path: "output/x.png"}, []string{tag, "bulk"}); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(1)
+				}
+				mu.Lock()
+				fmt.Printf("%s %s\n", id, tag)
+				mu.Unlock()
+			}
+		}(w)
+	}
+	select {}
+}
