@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +19,8 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/comfyshim/comfyshim/config"
+	"github.com/comfyshim/comfyshim/tagstore"
+	"github.com/comfyshim/comfyshim/tagstore/catalog"
 )
 
 // Server is comfyshim's HTTP front: a gin engine whose unmatched routes go to
@@ -27,6 +30,8 @@ type Server struct {
 	log     *slog.Logger
 	engine  *gin.Engine
 	forward *httputil.ReverseProxy
+	tags    *tagstore.Store
+	files   *catalog.Catalog
 
 	mu       sync.Mutex
 	closing  bool
@@ -36,9 +41,6 @@ type Server struct {
 // Options carries what New needs beyond the configuration.
 type Options struct {
 	Logger *slog.Logger
-	// Mount, if set, registers local routes on the engine before the
-	// forwarder takes the rest.
-	Mount func(r gin.IRouter)
 }
 
 // Context keys read by the access log.
@@ -63,7 +65,18 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	// client-supplied X-Forwarded-For.
 	_ = e.SetTrustedProxies(nil)
 
+	store, err := tagstore.Open(cfg.TagsFile, tagstore.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	files, err := catalog.New(assetRoots(cfg), log)
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("asset folders: %w", err)
+	}
 	s := &Server{
+		tags:     store,
+		files:    files,
 		cfg:      cfg,
 		log:      log,
 		engine:   e,
@@ -71,20 +84,37 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		hijacked: map[net.Conn]struct{}{},
 	}
 	e.Use(s.accessLog, s.recovery, originGuard(cfg.AllowedOrigins))
-	if opts.Mount != nil {
-		opts.Mount(e)
-	}
+	(&assetAPI{files: files, tags: store, maxBody: cfg.MaxBodyBytes}).mount(e)
 	e.NoRoute(s.forwardHandler)
 	return s, nil
 }
 
 // Close releases what New opened. Serve must have returned.
-func (s *Server) Close() error { return nil }
+func (s *Server) Close() error {
+	return errors.Join(s.files.Close(), s.tags.Close())
+}
+
+// assetRoots are the ComfyUI folders whose files are assets.
+func assetRoots(cfg *config.Config) []catalog.Root {
+	var roots []catalog.Root
+	for _, r := range []catalog.Root{{Name: "input", Dir: cfg.InputDir}, {Name: "output", Dir: cfg.OutputDir}, {Name: "models", Dir: cfg.ModelsDir}} {
+		if r.Dir != "" {
+			roots = append(roots, r)
+		}
+	}
+	return roots
+}
 
 // Handler returns the server's http.Handler.
 func (s *Server) Handler() http.Handler { return s.engine }
 
 func (s *Server) forwardHandler(c *gin.Context) {
+	if ownsPath(c.Request.URL.Path) {
+		// The asset API is comfyshim's: an unknown route or method there is
+		// answered here, never passed to ComfyUI.
+		apiError(c, http.StatusNotFound, "NOT_FOUND", "no route "+c.Request.Method+" "+c.Request.URL.Path)
+		return
+	}
 	kind := "forwarded"
 	if isUpgrade(c.Request) {
 		kind = "websocket"
