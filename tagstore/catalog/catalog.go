@@ -264,7 +264,11 @@ func newFile(root, rel, full string, info fs.FileInfo) *File {
 	}
 	var stx unix.Statx_t
 	if unix.Statx(unix.AT_FDCWD, full, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &stx) == nil && stx.Mask&unix.STATX_BTIME != 0 {
-		f.Created = time.Unix(stx.Btime.Sec, int64(stx.Btime.Nsec))
+		// A copy that kept its modification time was made earlier than the
+		// copy's birth time says: take the earlier of the two.
+		if bt := time.Unix(stx.Btime.Sec, int64(stx.Btime.Nsec)); bt.Before(f.Created) {
+			f.Created = bt
+		}
 	}
 	if root == "models" {
 		if _, inside, ok := strings.Cut(rel, "/"); ok {

@@ -1,0 +1,556 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/comfyshim/comfyshim/tagstore"
+)
+
+// fixture is a ComfyUI folder with a known set of files, served by a shim.
+type fixture struct {
+	*comfyDir
+	s   *shim
+	ids map[string]string // name -> id
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	_, ts := startUpstream(t)
+	d := newComfyDir(t)
+	ids := map[string]string{
+		"photo.png":          d.add("input/photo.png", "aa", 1),
+		"Cat.JPG":            d.add("input/sub/Cat.JPG", "ccc", 2),
+		"ComfyUI_00001_.png": d.add("output/ComfyUI_00001_.png", "fffff", 3),
+		"ComfyUI_00002_.png": d.add("output/ComfyUI_00002_.png", "g", 4),
+		"page.html":          d.add("output/page.html", "<script>alert(1)</script>", 5),
+		"sd15.safetensors":   d.add("models/checkpoints/sd15.safetensors", "0123456789", 6),
+		"style.safetensors":  d.add("models/loras/sub/style.safetensors", "llll", 7),
+	}
+	d.add("models/checkpoints/put_checkpoints_here", "", 8)
+	d.add("output/.hidden.png", "h", 9)
+	s := startShim(t, d.config(ts.URL))
+	return &fixture{comfyDir: d, s: s, ids: ids}
+}
+
+func (f *fixture) url(p string) string { return f.s.URL + p }
+
+func TestListAssets(t *testing.T) {
+	f := newFixture(t)
+	st, body := call(t, "GET", f.url("/api/assets"), "")
+	if st != 200 {
+		t.Fatalf("%d %s", st, body)
+	}
+	l := decode[listResp](t, body)
+	if l.Total != 7 || l.HasMore || len(l.Assets) != 7 {
+		t.Fatalf("total %d has_more %v len %d", l.Total, l.HasMore, len(l.Assets))
+	}
+	// Default order: created_at desc.
+	if got := l.names(); got != "style.safetensors,sd15.safetensors,page.html,ComfyUI_00002_.png,ComfyUI_00001_.png,Cat.JPG,photo.png" {
+		t.Fatalf("order %s", got)
+	}
+	byName := map[string]int{}
+	for i, a := range l.Assets {
+		byName[a.Name] = i
+	}
+	lora := l.Assets[byName["style.safetensors"]]
+	if lora.ID != f.ids["style.safetensors"] || !reflect.DeepEqual(lora.Tags, []string{"model_type:loras", "models"}) ||
+		lora.DisplayName != "loras/sub/style.safetensors" || lora.LoaderPath != "sub/style.safetensors" || lora.Size != 4 || lora.PreviewURL != "" {
+		t.Fatalf("model asset %+v", lora)
+	}
+	cat := l.Assets[byName["Cat.JPG"]]
+	if !reflect.DeepEqual(cat.Tags, []string{"input"}) || cat.MimeType != "image/jpeg" || cat.DisplayName != "sub/Cat.JPG" || cat.LoaderPath != "" ||
+		cat.PreviewURL != f.url("/api/view?filename=Cat.JPG&subfolder=sub&type=input") || cat.UpdatedAt != "2026-11-01T00:02:00.000Z" {
+		t.Fatalf("input asset %+v", cat)
+	}
+}
+
+func TestListAssetsQueries(t *testing.T) {
+	f := newFixture(t)
+	// Give a few assets tags to filter on.
+	for name, tags := range map[string]string{"photo.png": "portrait,Fav", "ComfyUI_00001_.png": "fav", "sd15.safetensors": "Fav,base"} {
+		body, _ := json.Marshal(map[string]any{"tags": strings.Split(tags, ",")})
+		if st, b := call(t, "POST", f.url("/api/assets/"+f.ids[name]+"/tags"), string(body)); st != 200 {
+			t.Fatalf("tagging %s: %d %s", name, st, b)
+		}
+	}
+	cases := []struct {
+		query string
+		want  string
+		total int
+		more  bool
+	}{
+		{"include_tags=Fav", "sd15.safetensors,photo.png", 2, false},
+		{"include_tags=fav", "ComfyUI_00001_.png", 1, false}, // case kept: Fav and fav differ
+		{"include_tags=Fav,models", "sd15.safetensors", 1, false},
+		{"include_tags=Fav&include_tags=input", "photo.png", 1, false},
+		{"exclude_tags=models,input", "page.html,ComfyUI_00002_.png,ComfyUI_00001_.png", 3, false},
+		{"tags_any=portrait,base&sort=name&order=asc", "photo.png,sd15.safetensors", 2, false},
+		{"tags_all=output&tags_none=fav", "page.html,ComfyUI_00002_.png", 2, false},
+		{"name_contains=COMFYUI", "ComfyUI_00002_.png,ComfyUI_00001_.png", 2, false},
+		{"name_contains=cat", "Cat.JPG", 1, false},
+		{"sort=name&order=asc", "Cat.JPG,ComfyUI_00001_.png,ComfyUI_00002_.png,page.html,photo.png,sd15.safetensors,style.safetensors", 7, false},
+		{"sort=size&order=asc&limit=3", "ComfyUI_00002_.png,photo.png,Cat.JPG", 7, true},
+		{"sort=size&order=desc&limit=2&offset=1", "sd15.safetensors,ComfyUI_00001_.png", 7, true},
+		{"sort=updated_at&order=asc&offset=6", "style.safetensors", 7, false},
+		{"offset=50", "", 7, false},
+		{"metadata_filter=%7B%22a%22%3A1%7D", "", 0, false},
+		{"include_tags=nothing-has-this", "", 0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.query, func(t *testing.T) {
+			st, body := call(t, "GET", f.url("/api/assets?"+tc.query), "")
+			if st != 200 {
+				t.Fatalf("%d %s", st, body)
+			}
+			l := decode[listResp](t, body)
+			if l.names() != tc.want || l.Total != tc.total || l.HasMore != tc.more {
+				t.Fatalf("got %s total %d more %v; want %s total %d more %v", l.names(), l.Total, l.HasMore, tc.want, tc.total, tc.more)
+			}
+		})
+	}
+}
+
+func TestSortTiesBrokenByID(t *testing.T) {
+	_, ts := startUpstream(t)
+	d := newComfyDir(t)
+	var ids []string
+	for i := 0; i < 6; i++ {
+		ids = append(ids, d.add(fmt.Sprintf("output/same_%d.png", i), "x", 1))
+	}
+	s := startShim(t, d.config(ts.URL))
+	for _, order := range []string{"asc", "desc"} {
+		st, body := call(t, "GET", s.URL+"/api/assets?sort=size&order="+order, "")
+		if st != 200 {
+			t.Fatal(st)
+		}
+		l := decode[listResp](t, body)
+		for i := 1; i < len(l.Assets); i++ {
+			a, b := l.Assets[i-1].ID, l.Assets[i].ID
+			if (order == "asc" && a > b) || (order == "desc" && a < b) {
+				t.Fatalf("order=%s: ties not ordered by id: %s then %s", order, a, b)
+			}
+		}
+	}
+}
+
+func TestInvalidQueries(t *testing.T) {
+	f := newFixture(t)
+	for _, q := range []string{
+		"/api/assets?limit=0", "/api/assets?limit=501", "/api/assets?limit=ten", "/api/assets?offset=-1",
+		"/api/assets?sort=colour", "/api/assets?order=up", "/api/assets?include_public=maybe", "/api/assets?metadata_filter=nope",
+		"/api/tags?limit=0", "/api/tags?limit=1001", "/api/tags?order=count_asc", "/api/tags?include_zero=perhaps", "/api/tags?offset=x",
+		"/api/assets/tags/refine?limit=1001",
+	} {
+		st, body := call(t, "GET", f.url(q), "")
+		e := decode[ErrorResponse](t, body)
+		if st != 400 || e.Code != "INVALID_QUERY" {
+			t.Errorf("%s: %d %s", q, st, body)
+		}
+	}
+	// The largest allowed values are fine.
+	for _, q := range []string{"/api/assets?limit=500", "/api/tags?limit=1000", "/api/assets?limit=1&offset=0"} {
+		if st, body := call(t, "GET", f.url(q), ""); st != 200 {
+			t.Errorf("%s: %d %s", q, st, body)
+		}
+	}
+}
+
+func TestGetAssetAndContent(t *testing.T) {
+	f := newFixture(t)
+	id := f.ids["ComfyUI_00001_.png"]
+	st, body := call(t, "GET", f.url("/api/assets/"+id), "")
+	a := decode[map[string]any](t, body)
+	if st != 200 || a["id"] != id || a["name"] != "ComfyUI_00001_.png" || a["mime_type"] != "image/png" {
+		t.Fatalf("%d %s", st, body)
+	}
+	if st, body := call(t, "GET", f.url("/api/assets/"+strings.ToUpper(id)), ""); st != 200 {
+		t.Fatalf("upper-case id: %d %s", st, body)
+	}
+	for path, want := range map[string]string{
+		"/api/assets/not-a-uuid":                                   "INVALID_ID",
+		"/api/assets/00000000-0000-4000-8000-000000000000":         "ASSET_NOT_FOUND",
+		"/api/assets/00000000-0000-4000-8000-000000000000/content": "ASSET_NOT_FOUND",
+		"/api/assets/zzz/content":                                  "INVALID_ID",
+	} {
+		st, body := call(t, "GET", f.url(path), "")
+		if e := decode[ErrorResponse](t, body); e.Code != want || (st != 400 && st != 404) {
+			t.Errorf("%s: %d %s", path, st, body)
+		}
+	}
+
+	resp, err := testClient.Get(f.url("/api/assets/" + id + "/content"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(data) != "fffff" || resp.Header.Get("Content-Type") != "image/png" {
+		t.Fatalf("content: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), data)
+	}
+	req := mustReq(t, "GET", f.url("/api/assets/"+id+"/content"), nil)
+	req.Header.Set("Range", "bytes=1-2")
+	resp, err = testClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 206 || string(data) != "ff" {
+		t.Fatalf("range: %d %q", resp.StatusCode, data)
+	}
+
+	// HTML is never rendered from comfyshim's origin.
+	resp, err = testClient.Get(f.url("/api/assets/" + f.ids["page.html"] + "/content"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct == "text/html" || strings.Contains(ct, "html") ||
+		!strings.HasPrefix(resp.Header.Get("Content-Disposition"), "attachment") ||
+		resp.Header.Get("X-Content-Type-Options") != "nosniff" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "sandbox") {
+		t.Fatalf("html served inline: %v", resp.Header)
+	}
+}
+
+func TestAddAndRemoveTags(t *testing.T) {
+	f := newFixture(t)
+	id := f.ids["sd15.safetensors"]
+	u := f.url("/api/assets/" + id + "/tags")
+	steps := []struct {
+		method, body string
+		want         map[string][]string
+	}{
+		{"POST", `{"tags":[" b ","a","b","Portrait","portrait","models"]}`,
+			map[string][]string{"added": {"Portrait", "a", "b", "portrait"}, "already_present": {"models"}, "total_tags": {"Portrait", "a", "b", "model_type:checkpoints", "models", "portrait"}}},
+		{"POST", `{"tags":["a"]}`,
+			map[string][]string{"added": {}, "already_present": {"a"}, "total_tags": {"Portrait", "a", "b", "model_type:checkpoints", "models", "portrait"}}},
+		{"DELETE", `{"tags":["portrait","nope","models"]}`,
+			map[string][]string{"removed": {"models", "portrait"}, "not_present": {"nope"}, "total_tags": {"Portrait", "a", "b", "model_type:checkpoints"}}},
+		{"DELETE", `{"tags":["zzz"]}`,
+			map[string][]string{"removed": {}, "not_present": {"zzz"}, "total_tags": {"Portrait", "a", "b", "model_type:checkpoints"}}},
+	}
+	for i, st := range steps {
+		code, body := call(t, st.method, u, st.body)
+		if code != 200 {
+			t.Fatalf("step %d: %d %s", i, code, body)
+		}
+		if got := decode[map[string][]string](t, body); !reflect.DeepEqual(got, st.want) {
+			t.Fatalf("step %d: got %s", i, body)
+		}
+	}
+	_, body := call(t, "GET", f.url("/api/assets/"+id), "")
+	if a := decode[map[string]any](t, body); fmt.Sprint(a["tags"]) != "[Portrait a b model_type:checkpoints]" {
+		t.Fatalf("asset after edits: %s", body)
+	}
+	data, err := os.ReadFile(f.tagsFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := tagstore.Parse(data)
+	if err != nil || !reflect.DeepEqual(entries[id].Tags, []string{"Portrait", "a", "b", "model_type:checkpoints"}) || entries[id].Path != "models/checkpoints/sd15.safetensors" {
+		t.Fatalf("sidecar: %v %+v", err, entries)
+	}
+}
+
+func TestTagBodyErrorsChangeNothing(t *testing.T) {
+	f := newFixture(t)
+	id := f.ids["photo.png"]
+	if st, _ := call(t, "POST", f.url("/api/assets/"+id+"/tags"), `{"tags":["keep"]}`); st != 200 {
+		t.Fatal(st)
+	}
+	before, _ := os.ReadFile(f.tagsFile())
+	long := strings.Repeat("é", 129)
+	many := `{"tags":[` + strings.Repeat(`"x",`, 256) + `"y"]}`
+	cases := []struct {
+		name, method, path, body string
+		status                   int
+		code                     string
+	}{
+		{"not json", "POST", id, `{"tags":[`, 400, "INVALID_JSON"},
+		{"not json at all", "DELETE", id, `tags=a`, 400, "INVALID_JSON"},
+		{"empty body", "POST", id, ``, 400, "INVALID_JSON"},
+		{"two values", "POST", id, `{"tags":["a"]} {}`, 400, "INVALID_JSON"},
+		{"array body", "POST", id, `["a"]`, 400, "INVALID_BODY"},
+		{"missing tags", "POST", id, `{"tag":["a"]}`, 400, "INVALID_BODY"},
+		{"tags not array", "POST", id, `{"tags":"a"}`, 400, "INVALID_BODY"},
+		{"non-string item", "POST", id, `{"tags":["a",1]}`, 400, "INVALID_BODY"},
+		{"null item", "DELETE", id, `{"tags":[null]}`, 400, "INVALID_BODY"},
+		{"empty list", "POST", id, `{"tags":[]}`, 400, "INVALID_BODY"},
+		{"blank after trim", "POST", id, `{"tags":["  ", ""]}`, 400, "INVALID_BODY"},
+		{"too long", "POST", id, `{"tags":["` + long + `"]}`, 400, "INVALID_BODY"},
+		{"control char", "POST", id, `{"tags":["a\u0000b"]}`, 400, "INVALID_BODY"},
+		{"too many", "POST", id, many, 400, "INVALID_BODY"},
+		{"bad id", "POST", "nope", `{"tags":["a"]}`, 400, "INVALID_ID"},
+		{"unknown id", "DELETE", "00000000-0000-4000-8000-000000000000", `{"tags":["a"]}`, 404, "ASSET_NOT_FOUND"},
+		{"oversized", "POST", id, `{"tags":["` + strings.Repeat("a", 2<<20) + `"]}`, 413, "PAYLOAD_TOO_LARGE"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st, body := call(t, tc.method, f.url("/api/assets/"+tc.path+"/tags"), tc.body)
+			e := decode[ErrorResponse](t, body)
+			if st != tc.status || e.Code != tc.code || e.Message == "" {
+				t.Fatalf("got %d %s, want %d %s", st, body, tc.status, tc.code)
+			}
+		})
+	}
+	after, _ := os.ReadFile(f.tagsFile())
+	if string(before) != string(after) {
+		t.Fatal("a rejected request changed the sidecar")
+	}
+	// 128 characters is fine.
+	if st, body := call(t, "POST", f.url("/api/assets/"+id+"/tags"), `{"tags":["`+strings.Repeat("é", 128)+`"]}`); st != 200 {
+		t.Fatalf("128 characters: %d %s", st, body)
+	}
+}
+
+func TestListTagsAndRefine(t *testing.T) {
+	f := newFixture(t)
+	tag := func(name, tags string) {
+		body, _ := json.Marshal(map[string]any{"tags": strings.Split(tags, ",")})
+		if st, b := call(t, "POST", f.url("/api/assets/"+f.ids[name]+"/tags"), string(body)); st != 200 {
+			t.Fatalf("%d %s", st, b)
+		}
+	}
+	tag("photo.png", "Fav,model_typo")
+	tag("ComfyUI_00001_.png", "Fav")
+	tag("ComfyUI_00002_.png", "fav,gone-soon")
+	// A tagged file that disappears: its tags stay in the sidecar but are not counted.
+	if st, _ := call(t, "POST", f.url("/api/assets/"+f.ids["page.html"]+"/tags"), `{"tags":["orphan"]}`); st != 200 {
+		t.Fatal(st)
+	}
+	os.Remove(filepath.Join(f.base, "output", "page.html"))
+	waitFor(t, func() bool {
+		st, _ := call(t, "GET", f.url("/api/assets/"+f.ids["page.html"]), "")
+		return st == 404
+	})
+
+	cases := []struct{ query, want string }{
+		{"", "Fav=2,input=2,models=2,output=2,fav=1,gone-soon=1,model_type:checkpoints=1,model_type:loras=1,model_typo=1"},
+		{"order=name_asc", "Fav=2,fav=1,gone-soon=1,input=2,model_type:checkpoints=1,model_type:loras=1,model_typo=1,models=2,output=2"},
+		{"prefix=model_type:", "model_type:checkpoints=1,model_type:loras=1"},
+		{"prefix=Model", ""}, // case-sensitive
+		{"prefix=f", "fav=1"},
+		{"prefix=model_type%25", ""}, // literal, no wildcards
+		{"limit=2&offset=1", "input=2,models=2"},
+		{"include_zero=true&prefix=o", "output=2,orphan=0"},
+		{"include_zero=false&prefix=o", "output=2"},
+	}
+	for _, tc := range cases {
+		t.Run("tags?"+tc.query, func(t *testing.T) {
+			st, body := call(t, "GET", f.url("/api/tags?"+tc.query), "")
+			if st != 200 {
+				t.Fatalf("%d %s", st, body)
+			}
+			if got := decode[tagsResp](t, body).String(); got != tc.want {
+				t.Fatalf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+	_, body := call(t, "GET", f.url("/api/tags?limit=2"), "")
+	if r := decode[tagsResp](t, body); r.Total != 9 || !r.HasMore {
+		t.Fatalf("paging: %s", body)
+	}
+
+	refine := []struct{ query, want string }{
+		{"include_tags=output", `{"Fav":1,"fav":1,"gone-soon":1,"output":2}`},
+		{"exclude_tags=output,models", `{"Fav":1,"input":2,"model_typo":1}`},
+		{"name_contains=safetensors", `{"model_type:checkpoints":1,"model_type:loras":1,"models":2}`},
+		{"include_tags=nothing", `{}`},
+		{"limit=1", `{"Fav":2}`},
+	}
+	for _, tc := range refine {
+		st, body := call(t, "GET", f.url("/api/assets/tags/refine?"+tc.query), "")
+		var got map[string]map[string]int
+		json.Unmarshal(body, &got)
+		want := map[string]map[string]int{}
+		json.Unmarshal([]byte(`{"tag_counts":`+tc.want+`}`), &want)
+		if st != 200 || !reflect.DeepEqual(got, want) {
+			t.Errorf("refine?%s: %d %s, want %s", tc.query, st, body, tc.want)
+		}
+	}
+}
+
+func TestAssetRoutesAreNeverForwarded(t *testing.T) {
+	up, ts := startUpstream(t)
+	d := newComfyDir(t)
+	id := d.add("output/a.png", "a", 1)
+	s := startShim(t, d.config(ts.URL))
+	cases := []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"POST", "/api/assets", 501, "NOT_IMPLEMENTED"},
+		{"PUT", "/api/assets/" + id, 501, "NOT_IMPLEMENTED"},
+		{"DELETE", "/api/assets/" + id, 501, "NOT_IMPLEMENTED"},
+		{"POST", "/api/assets/from-hash", 501, "NOT_IMPLEMENTED"},
+		{"GET", "/api/assets/remote-metadata", 501, "NOT_IMPLEMENTED"},
+		{"POST", "/api/assets/download", 501, "NOT_IMPLEMENTED"},
+		{"PATCH", "/api/assets/" + id, 404, "NOT_FOUND"},
+		{"GET", "/api/assets/" + id + "/nothing", 404, "NOT_FOUND"},
+		{"POST", "/api/tags", 404, "NOT_FOUND"},
+		{"GET", "/api/tags/", 404, "NOT_FOUND"},
+	}
+	for _, tc := range cases {
+		st, body := call(t, tc.method, s.URL+tc.path, `{"name":"x"}`)
+		if e := decode[ErrorResponse](t, body); st != tc.status || e.Code != tc.code {
+			t.Errorf("%s %s: %d %s", tc.method, tc.path, st, body)
+		}
+	}
+	resp, err := testClient.Do(mustReq(t, "HEAD", s.URL+"/api/assets/hash/blake3:"+strings.Repeat("a", 64), nil))
+	if err != nil || resp.StatusCode != 501 {
+		t.Fatalf("HEAD hash: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	for _, seen := range up.Seen() {
+		if strings.HasPrefix(seen.RawPath, "/api/assets") || strings.HasPrefix(seen.RawPath, "/api/tags") {
+			t.Fatalf("forwarded %s %s", seen.Method, seen.RawPath)
+		}
+	}
+}
+
+func TestBrokenSidecarAnswers503(t *testing.T) {
+	f := newFixture(t)
+	u := f.url("/api/assets/" + f.ids["photo.png"] + "/tags")
+	if st, _ := call(t, "POST", u, `{"tags":["before"]}`); st != 200 {
+		t.Fatal(st)
+	}
+	broken := "{\n  \"version\": 1,\n  \"assets\": {\n    \"" + f.ids["photo.png"] + "\": {\"tags\": [\"before\",\n"
+	if err := os.WriteFile(f.tagsFile(), []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var e ErrorResponse
+	waitFor(t, func() bool {
+		st, body := call(t, "POST", u, `{"tags":["during"]}`)
+		e = decode[ErrorResponse](t, body)
+		return st == http.StatusServiceUnavailable
+	})
+	if e.Code != "SIDECAR_INVALID" || !strings.Contains(e.Message, "line") {
+		t.Fatalf("%+v", e)
+	}
+	if data, _ := os.ReadFile(f.tagsFile()); string(data) != broken {
+		t.Fatal("the broken file was overwritten")
+	}
+	// Reads keep serving the last good state.
+	_, body := call(t, "GET", f.url("/api/assets/"+f.ids["photo.png"]), "")
+	if a := decode[map[string]any](t, body); fmt.Sprint(a["tags"]) != "[before input]" {
+		t.Fatalf("last good state: %s", body)
+	}
+}
+
+// TestEndToEnd: a file appears in output/, is listed, tagged, filtered by
+// tag, survives a restart, and a hand edit of the sidecar shows up in
+// GET /api/tags within a second.
+func TestEndToEnd(t *testing.T) {
+	_, ts := startUpstream(t)
+	d := newComfyDir(t)
+	cfg := d.config(ts.URL)
+	s := startShim(t, cfg)
+
+	// ComfyUI finishes a generation.
+	id := d.add("output/run/ComfyUI_00042_.png", "png-bytes", 10)
+	var l listResp
+	waitFor(t, func() bool {
+		_, body := call(t, "GET", s.URL+"/api/assets?include_tags=output", "")
+		l = decode[listResp](t, body)
+		return l.Total == 1
+	})
+	if l.Assets[0].ID != id || l.Assets[0].DisplayName != "run/ComfyUI_00042_.png" {
+		t.Fatalf("listed %+v", l.Assets[0])
+	}
+	if st, body := call(t, "POST", s.URL+"/api/assets/"+id+"/tags", `{"tags":["keeper"]}`); st != 200 {
+		t.Fatalf("%d %s", st, body)
+	}
+	_, body := call(t, "GET", s.URL+"/api/assets?include_tags=keeper", "")
+	if l = decode[listResp](t, body); l.Total != 1 || l.Assets[0].ID != id {
+		t.Fatalf("filter by new tag: %s", body)
+	}
+
+	// Restart on the same folders.
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := startShim(t, cfg)
+	_, body = call(t, "GET", s2.URL+"/api/assets/"+id, "")
+	if a := decode[map[string]any](t, body); fmt.Sprint(a["tags"]) != "[keeper output]" {
+		t.Fatalf("after restart: %s", body)
+	}
+
+	// A person edits the sidecar by hand.
+	data, _ := os.ReadFile(d.tagsFile())
+	edited := strings.Replace(string(data), `"keeper"`, `"keeper", "hand-made"`, 1)
+	if edited == string(data) {
+		t.Fatalf("unexpected sidecar layout:\n%s", data)
+	}
+	tmp := d.tagsFile() + ".swp"
+	os.WriteFile(tmp, []byte(edited), 0o644)
+	os.Rename(tmp, d.tagsFile())
+	start := time.Now()
+	for {
+		_, body := call(t, "GET", s2.URL+"/api/tags?prefix=hand", "")
+		if decode[tagsResp](t, body).String() == "hand-made=1" {
+			break
+		}
+		if time.Since(start) > time.Second {
+			t.Fatalf("hand edit not visible after a second: %s", body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func FuzzParseTagsBody(f *testing.F) {
+	for _, s := range []string{`{"tags":["a"," b ","a"]}`, `{"tags":[]}`, `[]`, `{"tags":[1]}`, `{"tags":["\u0000"]}`, `{`, `{"tags":["a"]}x`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		tags, code, err := parseTagsBody(body)
+		if err != nil {
+			if code != "INVALID_JSON" && code != "INVALID_BODY" {
+				t.Fatalf("code %q", code)
+			}
+			return
+		}
+		if len(tags) == 0 || len(tags) > tagstore.MaxTagsPerRequest {
+			t.Fatalf("%d tags accepted", len(tags))
+		}
+		seen := map[string]bool{}
+		for _, tg := range tags {
+			if tagstore.CheckTag(tg) != nil || seen[tg] {
+				t.Fatalf("accepted bad or duplicate tag %q", tg)
+			}
+			seen[tg] = true
+		}
+	})
+}
+
+// The conformance check itself must catch a response that breaks the spec.
+func TestConformanceCheckCatchesViolations(t *testing.T) {
+	h := http.Header{"Content-Type": {"application/json"}}
+	id := "0b9e5f4c-1d2a-4c3b-8e7f-112233445566"
+	bad := []struct{ method, path, body string }{
+		{"GET", "/api/tags", `{"tags":[{"name":"a","count":1}],"has_more":false}`},          // no total
+		{"GET", "/api/tags", `{"tags":[{"name":"a","count":"1"}],"total":1,"has_more":false}`}, // count a string
+		{"GET", "/api/assets", `{"assets":[{"id":"` + id + `","name":"a"}],"total":1,"has_more":false}`},
+		{"DELETE", "/api/assets/" + id + "/tags", `{"removed":["a"]}`}, // no total_tags
+		{"GET", "/api/assets/tags/refine", `{"tag_counts":{"a":"x"}}`},
+	}
+	for _, b := range bad {
+		req := mustReq(t, b.method, "http://127.0.0.1:1"+b.path, nil)
+		if err := validateAgainstSpec(t, req, "", 200, h, []byte(b.body)); err == nil {
+			t.Errorf("%s %s accepted %s", b.method, b.path, b.body)
+		}
+	}
+	good := mustReq(t, "GET", "http://127.0.0.1:1/api/tags", nil)
+	if err := validateAgainstSpec(t, good, "", 200, h, []byte(`{"tags":[],"total":0,"has_more":false}`)); err != nil {
+		t.Fatalf("valid body refused: %v", err)
+	}
+}
