@@ -537,7 +537,7 @@ func TestConformanceCheckCatchesViolations(t *testing.T) {
 	h := http.Header{"Content-Type": {"application/json"}}
 	id := "0b9e5f4c-1d2a-4c3b-8e7f-112233445566"
 	bad := []struct{ method, path, body string }{
-		{"GET", "/api/tags", `{"tags":[{"name":"a","count":1}],"has_more":false}`},          // no total
+		{"GET", "/api/tags", `{"tags":[{"name":"a","count":1}],"has_more":false}`},             // no total
 		{"GET", "/api/tags", `{"tags":[{"name":"a","count":"1"}],"total":1,"has_more":false}`}, // count a string
 		{"GET", "/api/assets", `{"assets":[{"id":"` + id + `","name":"a"}],"total":1,"has_more":false}`},
 		{"DELETE", "/api/assets/" + id + "/tags", `{"removed":["a"]}`}, // no total_tags
