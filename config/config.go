@@ -36,10 +36,20 @@ type Config struct {
 	// addition to same-origin requests.
 	AllowedOrigins []string
 
+	// APIKeys, when any are set (here or in APIKeysFile), are required on
+	// every route but the health checks.
+	APIKeys     []string
+	APIKeysFile string // one key per line; re-read when it changes
+
 	MaxBodyBytes          int64         // bound on local JSON request bodies
+	MaxHeaderBytes        int           // bound on request headers
+	ReadHeaderTimeout     time.Duration // time a client gets to send its headers
 	ShutdownGrace         time.Duration // how long in-flight requests may run on shutdown
 	UpstreamHeaderTimeout time.Duration // wait for upstream response headers
 	LogLevel              string        // debug, info, warn, error
+
+	CheckOnly bool // --check-config: print the effective configuration and exit
+	Version   bool // --version: print the version and exit
 }
 
 // Default is the configuration used when nothing else is given: it works
@@ -50,6 +60,8 @@ func Default() Config {
 		Listen:                "127.0.0.1:8189",
 		Upstream:              u,
 		MaxBodyBytes:          1 << 20,
+		MaxHeaderBytes:        1 << 20,
+		ReadHeaderTimeout:     10 * time.Second,
 		ShutdownGrace:         10 * time.Second,
 		UpstreamHeaderTimeout: 5 * time.Minute,
 		LogLevel:              "info",
@@ -61,7 +73,8 @@ type setting struct {
 	key   string // YAML key
 	flag  string // command-line flag
 	usage string
-	list  bool // accepts a YAML sequence or a comma-separated string
+	list   bool // accepts a YAML sequence or a comma-separated string
+	secret bool // masked in Effective
 	set   func(c *Config, v string) error
 	get   func(c *Config) string
 }
@@ -102,16 +115,34 @@ var settings = []setting{
 			return err
 		},
 		get: func(c *Config) string { return strings.Join(c.AllowedOrigins, ",") }},
-	{key: "max_body_bytes", flag: "max-body-bytes", usage: "largest accepted body for local JSON endpoints",
+	{key: "api_keys", flag: "api-keys", list: true, secret: true, usage: "comma-separated API keys clients must send (none: no authentication)",
 		set: func(c *Config, v string) error {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n <= 0 {
-				return fmt.Errorf("want a positive integer, got %q", v)
+			c.APIKeys = nil
+			for _, k := range strings.Split(v, ",") {
+				if k = strings.TrimSpace(k); k != "" {
+					c.APIKeys = append(c.APIKeys, k)
+				}
 			}
-			c.MaxBodyBytes = n
 			return nil
 		},
+		get: func(c *Config) string { return strings.Join(c.APIKeys, ",") }},
+	{key: "api_keys_file", flag: "api-keys-file", usage: "file of API keys, one per line, re-read when it changes",
+		set: func(c *Config, v string) error { c.APIKeysFile = v; return nil },
+		get: func(c *Config) string { return c.APIKeysFile }},
+	{key: "max_body_bytes", flag: "max-body-bytes", usage: "largest accepted body for local JSON endpoints",
+		set: func(c *Config, v string) error { return setPositive(&c.MaxBodyBytes, v) },
 		get: func(c *Config) string { return strconv.FormatInt(c.MaxBodyBytes, 10) }},
+	{key: "max_header_bytes", flag: "max-header-bytes", usage: "largest accepted request header block",
+		set: func(c *Config, v string) error {
+			var n int64
+			err := setPositive(&n, v)
+			c.MaxHeaderBytes = int(n)
+			return err
+		},
+		get: func(c *Config) string { return strconv.Itoa(c.MaxHeaderBytes) }},
+	{key: "read_header_timeout", flag: "read-header-timeout", usage: "time a client gets to send its request headers",
+		set: func(c *Config, v string) error { return setDuration(&c.ReadHeaderTimeout, v) },
+		get: func(c *Config) string { return c.ReadHeaderTimeout.String() }},
 	{key: "shutdown_grace", flag: "shutdown-grace", usage: "time in-flight requests get on shutdown (e.g. 10s)",
 		set: func(c *Config, v string) error { return setDuration(&c.ShutdownGrace, v) },
 		get: func(c *Config) string { return c.ShutdownGrace.String() }},
@@ -139,6 +170,8 @@ func Load(args []string, getenv func(string) string, usageOut io.Writer) (*Confi
 	fs := flag.NewFlagSet("comfyshim", flag.ContinueOnError)
 	fs.SetOutput(usageOut)
 	configFile := fs.String("config", getenv("COMFYSHIM_CONFIG"), "YAML configuration file")
+	checkOnly := fs.Bool("check-config", false, "print the effective configuration and exit (non-zero on errors)")
+	version := fs.Bool("version", false, "print the version and exit")
 	flagVals := map[string]string{}
 	for _, s := range settings {
 		s := s
@@ -155,6 +188,7 @@ func Load(args []string, getenv func(string) string, usageOut io.Writer) (*Confi
 	}
 
 	c := Default()
+	c.CheckOnly, c.Version = *checkOnly, *version
 	if *configFile != "" {
 		if err := c.applyFile(*configFile); err != nil {
 			return nil, err
@@ -265,7 +299,11 @@ func (c *Config) finish() error {
 func (c *Config) Effective() [][2]string {
 	out := make([][2]string, 0, len(settings))
 	for _, s := range settings {
-		out = append(out, [2]string{s.key, s.get(c)})
+		v := s.get(c)
+		if s.secret && v != "" {
+			v = fmt.Sprintf("**** (%d set)", len(strings.Split(v, ",")))
+		}
+		out = append(out, [2]string{s.key, v})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i][0] < out[j][0] })
 	return out
@@ -314,6 +352,15 @@ func validateListen(addr string) error {
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("bad port in %q", addr)
 	}
+	return nil
+}
+
+func setPositive(n *int64, v string) error {
+	x, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || x <= 0 {
+		return fmt.Errorf("want a positive integer, got %q", v)
+	}
+	*n = x
 	return nil
 }
 

@@ -15,7 +15,7 @@ import (
 
 // newForwarder builds the reverse proxy that carries every route comfyshim
 // does not serve itself to ComfyUI, byte for byte.
-func newForwarder(upstream *url.URL, headerTimeout time.Duration, log *slog.Logger) *httputil.ReverseProxy {
+func newForwarder(upstream *url.URL, transport http.RoundTripper, log *slog.Logger, onError func()) *httputil.ReverseProxy {
 	upstreamOrigin := upstream.Scheme + "://" + upstream.Host
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -36,7 +36,8 @@ func newForwarder(upstream *url.URL, headerTimeout time.Duration, log *slog.Logg
 				pr.Out.Header.Del("Sec-Fetch-Site") // allowed by allowed_origins
 			}
 		},
-		Transport: newTransport(headerTimeout),
+		Transport:      transport,
+		ModifyResponse: stripUpstreamCORS,
 		// Flush every write: a /view stream or a slow upstream reaches the
 		// client as it arrives rather than when a buffer fills.
 		FlushInterval: -1,
@@ -47,6 +48,7 @@ func newForwarder(upstream *url.URL, headerTimeout time.Duration, log *slog.Logg
 				w.WriteHeader(499)
 				return
 			}
+			onError()
 			log.Warn("upstream error", "method", r.Method, "path", r.URL.Path, "err", err)
 			writeError(w, http.StatusBadGateway, "UPSTREAM_UNAVAILABLE", "ComfyUI upstream is unavailable: "+upstreamErrorText(err))
 		},

@@ -32,6 +32,11 @@ type Server struct {
 	forward *httputil.ReverseProxy
 	tags    *tagstore.Store
 	files   *catalog.Catalog
+	metrics *metrics
+	keys    *keyring
+	limiter *failureLimiter
+	probe   *upstreamProbe
+	stop    chan struct{} // closed by Close
 
 	mu       sync.Mutex
 	closing  bool
@@ -65,7 +70,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	// client-supplied X-Forwarded-For.
 	_ = e.SetTrustedProxies(nil)
 
-	store, err := tagstore.Open(cfg.TagsFile, tagstore.Options{Logger: log})
+	m := newMetrics()
+	keys, err := newKeyring(cfg.APIKeys, cfg.APIKeysFile, log)
+	if err != nil {
+		return nil, err
+	}
+	store, err := tagstore.Open(cfg.TagsFile, tagstore.Options{Logger: log, OnReload: m.sidecarReloaded, OnWrite: m.sidecarWritten})
 	if err != nil {
 		return nil, err
 	}
@@ -74,23 +84,42 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		_ = store.Close()
 		return nil, fmt.Errorf("asset folders: %w", err)
 	}
+	transport := newTransport(cfg.UpstreamHeaderTimeout)
 	s := &Server{
 		tags:     store,
 		files:    files,
 		cfg:      cfg,
 		log:      log,
 		engine:   e,
-		forward:  newForwarder(cfg.Upstream, cfg.UpstreamHeaderTimeout, log),
+		forward:  newForwarder(cfg.Upstream, transport, log, m.upstreamErrors.Inc),
+		metrics:  m,
+		keys:     keys,
+		limiter:  newFailureLimiter(10, time.Minute),
+		probe:    &upstreamProbe{url: cfg.Upstream.String() + "/system_stats", client: &http.Client{Transport: transport}},
+		stop:     make(chan struct{}),
 		hijacked: map[net.Conn]struct{}{},
 	}
-	e.Use(s.accessLog, s.recovery, originGuard(cfg.AllowedOrigins))
-	(&assetAPI{files: files, tags: store, maxBody: cfg.MaxBodyBytes}).mount(e)
+	go keys.watch(2*time.Second, s.stop)
+
+	e.Use(s.accessLog, s.recovery, originGuard(cfg.AllowedOrigins), cors(cfg.AllowedOrigins), s.authenticate)
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", m.handler())
+	api := &assetAPI{files: files, tags: store, maxBody: cfg.MaxBodyBytes}
+	api.mount(e)
+	m.registerAssetGauges(api)
 	e.NoRoute(s.forwardHandler)
 	return s, nil
 }
 
 // Close releases what New opened. Serve must have returned.
 func (s *Server) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	close(s.stop)
 	return errors.Join(s.files.Close(), s.tags.Close())
 }
 
@@ -142,9 +171,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		Handler: s.engine,
 		// No ReadTimeout or WriteTimeout: they would cut websockets and long
 		// /view streams. Only the request headers are time-bounded.
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    1 << 20,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
@@ -178,11 +207,15 @@ func (s *Server) track(c net.Conn) {
 		return
 	}
 	s.hijacked[c] = struct{}{}
+	s.metrics.websockets.Inc()
 }
 
 func (s *Server) untrack(c net.Conn) {
 	s.mu.Lock()
-	delete(s.hijacked, c)
+	if _, ok := s.hijacked[c]; ok {
+		delete(s.hijacked, c)
+		s.metrics.websockets.Dec()
+	}
 	s.mu.Unlock()
 }
 
@@ -231,12 +264,18 @@ func (s *Server) accessLog(c *gin.Context) {
 		if c.GetBool(upgradedKey) {
 			status = http.StatusSwitchingProtocols
 		}
+		d := time.Since(start)
+		group := kind
+		if p := c.Request.URL.Path; p == "/healthz" || p == "/readyz" || p == "/metrics" {
+			group = "internal"
+		}
+		s.metrics.observe(group, status, d)
 		s.log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request",
 			slog.String("method", c.Request.Method),
 			slog.String("path", c.Request.URL.EscapedPath()),
 			slog.Int("status", status),
 			slog.Int("bytes", max(c.Writer.Size(), 0)),
-			slog.Duration("duration", time.Since(start)),
+			slog.Duration("duration", d),
 			slog.String("route", kind),
 			slog.String("remote", c.ClientIP()),
 		)

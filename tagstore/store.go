@@ -66,6 +66,7 @@ type Store struct {
 	buf  []byte
 
 	onReload func(error)
+	onWrite  func(time.Duration, error)
 }
 
 // view is the readers' state. index maps id -> Entry; aggregates holds
@@ -102,6 +103,8 @@ type Options struct {
 	// OnReload is called after each reload caused by an external edit, with
 	// nil or the reason the file was rejected.
 	OnReload func(error)
+	// OnWrite is called after each write of the file with its duration.
+	OnWrite func(time.Duration, error)
 }
 
 // Open loads the sidecar at path (a missing file is an empty store, created
@@ -132,6 +135,7 @@ func Open(path string, opts Options) (*Store, error) {
 		doc:      map[string]docEntry{},
 		mode:     0o644,
 		onReload: opts.OnReload,
+		onWrite:  opts.OnWrite,
 	}
 	s.view.Store(newView(nil))
 	if err := s.syncFromDisk(); err != nil {
@@ -411,7 +415,11 @@ func (s *Store) write(overlay map[string]Entry) error {
 	buf = append(buf, fileFooter...)
 	s.buf = buf
 
+	start := time.Now()
 	sig, err := writeAtomic(s.path, buf, s.mode)
+	if s.onWrite != nil {
+		s.onWrite(time.Since(start), err)
+	}
 	if err != nil {
 		return err
 	}

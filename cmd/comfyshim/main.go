@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/comfyshim/comfyshim/config"
@@ -28,6 +29,16 @@ func run() int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "comfyshim:", err)
 		return 2
+	}
+	if cfg.Version {
+		fmt.Println("comfyshim", version())
+		return 0
+	}
+	if cfg.CheckOnly {
+		for _, kv := range cfg.Effective() {
+			fmt.Printf("%s: %s\n", kv[0], kv[1])
+		}
+		return 0
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}))
 
@@ -52,6 +63,19 @@ func run() int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// Version is set at build time with -ldflags "-X main.Version=v1.2.3".
+var Version = ""
+
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.Main.Version + " (" + bi.GoVersion + ")"
+	}
+	return "unknown"
 }
 
 func logLevel(s string) slog.Level {
