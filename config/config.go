@@ -70,13 +70,13 @@ func Default() Config {
 
 // setting describes one configuration key and how it is spelled in each source.
 type setting struct {
-	key   string // YAML key
-	flag  string // command-line flag
-	usage string
+	key    string // YAML key
+	flag   string // command-line flag
+	usage  string
 	list   bool // accepts a YAML sequence or a comma-separated string
 	secret bool // masked in Effective
-	set   func(c *Config, v string) error
-	get   func(c *Config) string
+	set    func(c *Config, v string) error
+	get    func(c *Config) string
 }
 
 // EnvName is the environment variable for a YAML key.
