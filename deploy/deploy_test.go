@@ -128,4 +128,3 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	}
 }
-
