@@ -148,19 +148,20 @@ func (a *assetAPI) list(c *gin.Context) {
 }
 
 // lookup resolves the :id parameter to a listed asset, answering the error
-// itself when there is none.
+// itself when there is none. It reads the catalog and the store directly:
+// single-asset requests never wait for an index rebuild.
 func (a *assetAPI) lookup(c *gin.Context) (catalog.Asset, bool) {
 	id, err := tagstore.CanonicalID(c.Param("id"))
 	if err != nil {
 		apiError(c, http.StatusBadRequest, "INVALID_ID", err.Error())
 		return catalog.Asset{}, false
 	}
-	x, ok := a.current().Get(id)
+	f, ok := a.files.Snapshot().Get(id)
 	if !ok {
 		apiError(c, http.StatusNotFound, "ASSET_NOT_FOUND", "no asset with id "+id)
 		return catalog.Asset{}, false
 	}
-	return x, true
+	return catalog.AssetOf(f, a.tags), true
 }
 
 func (a *assetAPI) get(c *gin.Context) {

@@ -57,10 +57,11 @@ func ID(root, rel string) string {
 
 // DefaultTags are the tags a file has before anyone edits them, as current
 // OSS ComfyUI gives them: the root, and for models "model_type:<folder>".
+// The list is sorted.
 func DefaultTags(root, rel string) []string {
 	if root == "models" {
 		if folder, _, ok := strings.Cut(rel, "/"); ok {
-			return []string{"model_type:" + folder, "models"}
+			return []string{"model_type:" + folder, "models"} // "model_type:" sorts before "models"
 		}
 	}
 	return []string{root}

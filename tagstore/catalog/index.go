@@ -50,25 +50,23 @@ func BuildIndex(snap *Snapshot, tags Tags) *Index {
 		orders:  map[string][]int32{},
 	}
 	for i, f := range snap.Files {
-		t := f.Defaults
-		if e, ok := tags.Get(f.ID); ok {
-			t = e.Tags
-		} else {
-			t = sortedCopy(t)
-		}
-		idx.Assets[i] = Asset{File: f, Tags: t}
+		a := AssetOf(f, tags)
+		idx.Assets[i] = a
 		idx.byID[f.ID] = i
-		for _, tag := range t {
+		for _, tag := range a.Tags {
 			idx.Counts[tag]++
 		}
 	}
 	return idx
 }
 
-func sortedCopy(t []string) []string {
-	out := slices.Clone(t)
-	slices.Sort(out)
-	return out
+// AssetOf gives a file its effective tags: the sidecar's entry if it has
+// one, else the defaults.
+func AssetOf(f *File, tags Tags) Asset {
+	if e, ok := tags.Get(f.ID); ok {
+		return Asset{File: f, Tags: e.Tags}
+	}
+	return Asset{File: f, Tags: f.Defaults}
 }
 
 // Get returns the listed asset with id.
