@@ -347,6 +347,24 @@ func report(files []string) error {
 	lowerBetter := func(metric string) bool {
 		return strings.HasPrefix(metric, "latency") || strings.HasPrefix(metric, "rtt") || metric == "peak_rss"
 	}
+	// Group rows by scenario (in the order first seen), then metric, then target.
+	first := map[string]int{}
+	for i, k := range order {
+		if _, ok := first[k.scenario]; !ok {
+			first[k.scenario] = i
+		}
+	}
+	rank := map[string]int{"direct": 0, "comfyshim": 1, "caddy": 2, "nginx": 3}
+	sort.SliceStable(order, func(i, j int) bool {
+		a, b := order[i], order[j]
+		if a.scenario != b.scenario {
+			return first[a.scenario] < first[b.scenario]
+		}
+		if a.metric != b.metric {
+			return a.metric < b.metric
+		}
+		return rank[a.target] < rank[b.target]
+	})
 	fmt.Println("| scenario | metric | target | median | min – max | runs | vs direct | vs best proxy |")
 	fmt.Println("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
 	for _, k := range order {

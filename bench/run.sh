@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# comfyshim benchmarks: comfyshim, Caddy and nginx in front of the same fake
+# ComfyUI, and direct, measured side by side in one run on 127.0.0.1.
+#
+#   bash bench/run.sh            full run: 3 repetitions, writes bench/RESULTS.md
+#   bash bench/run.sh --smoke    a few seconds per scenario; checks every scenario produced numbers
+#
+# Installs wrk, caddy and nginx from Debian when missing. Every process it
+# starts is stopped by PID on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=full
+RUNS=${RUNS:-3}
+DUR=${DUR:-5}
+ASSETS=${ASSETS:-100000}
+if [ "${1:-}" = "--smoke" ]; then
+  MODE=smoke RUNS=1 DUR=1 ASSETS=${ASSETS_SMOKE:-2000}
+fi
+
+need=()
+for tool in wrk caddy nginx; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Debian's packages start their own services; ours use other ports.
+systemctl stop caddy nginx >/dev/null 2>&1 || true
+
+WORK=$(mktemp -d)
+OUT=bench/out
+mkdir -p "$OUT"
+RESULTS="$OUT/results-$MODE.jsonl"
+: > "$RESULTS"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UP=127.0.0.1:18188 SHIM=127.0.0.1:18189 CADDY=127.0.0.1:18190 NGINX=127.0.0.1:18191 API=127.0.0.1:18192
+
+echo "building"
+go build -o "$WORK/comfyshim" ./cmd/comfyshim
+go build -o "$WORK/upstream" ./bench/upstream
+go build -o "$WORK/driver" ./bench/driver
+
+wait_port() {
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on $1" >&2; return 1
+}
+
+"$WORK/upstream" --listen "$UP" & PIDS+=($!)
+"$WORK/comfyshim" --listen "$SHIM" --upstream "http://$UP" --tags-file "$WORK/empty/tags.json" --log-level error & SHIM_PID=$!; PIDS+=($SHIM_PID)
+
+cat > "$WORK/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+}
+http://$CADDY {
+	reverse_proxy $UP {
+		flush_interval -1
+	}
+}
+EOF
+caddy run --config "$WORK/Caddyfile" --adapter caddyfile >"$WORK/caddy.log" 2>&1 & CADDY_PID=$!; PIDS+=($CADDY_PID)
+
+mkdir -p "$WORK/nginx"
+cat > "$WORK/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+user root;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  upstream comfyui { server $UP; keepalive 256; }
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
+  server {
+    listen $NGINX;
+    location / {
+      proxy_pass http://comfyui;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_set_header Host \$host;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 1h;
+      client_max_body_size 0;
+    }
+  }
+}
+EOF
+nginx -c "$WORK/nginx.conf" & NGINX_PID=$!; PIDS+=($NGINX_PID)
+
+for p in $UP $SHIM $CADDY $NGINX; do wait_port "$p"; done
+
+declare -A ADDR=([direct]=$UP [comfyshim]=$SHIM [caddy]=$CADDY [nginx]=$NGINX)
+TARGETS=(direct comfyshim caddy nginx)
+
+run_wrk() { # scenario target conns url
+  timeout $((DUR + 30)) wrk -t"$(( $3 < 2 ? 1 : 2 ))" -c"$3" -d"${DUR}s" --latency "$4" | "$WORK/driver" wrk2json -scenario "$1" -target "$2" >> "$RESULTS"
+}
+
+for run in $(seq 1 "$RUNS"); do
+  echo "run $run/$RUNS: forwarding"
+  for t in "${TARGETS[@]}"; do
+    a=${ADDR[$t]}
+    for c in 1 16 64; do
+      run_wrk "system_stats_c$c" "$t" "$c" "http://$a/api/system_stats"
+    done
+    timeout $((DUR + 30)) "$WORK/driver" download -url "http://$a/api/view?filename=big-1048576.bin&type=output" -target "$t" -conns 4 -dur "${DUR}s" >> "$RESULTS"
+    timeout $((DUR + 30)) "$WORK/driver" ws -url "ws://$a/ws?clientId=bench" -target "$t" -dur "${DUR}s" >> "$RESULTS"
+    timeout $((DUR + 30)) "$WORK/driver" ws -url "ws://$a/ws?clientId=bench" -target "$t" -binary -size 65536 -dur "${DUR}s" >> "$RESULTS"
+  done
+  # Peak RSS of each proxy while a 256 MiB download streams through it.
+  for t in comfyshim caddy nginx; do
+    case $t in comfyshim) pid=$SHIM_PID ;; caddy) pid=$CADDY_PID ;; nginx) pid=$(pgrep -P "$NGINX_PID" | head -1) ;; esac
+    timeout 120 "$WORK/driver" rss -scenario stream_256MiB -url "http://${ADDR[$t]}/api/view?filename=big-268435456.bin" -pid "$pid" -target "$t" >> "$RESULTS"
+  done
+done
+
+echo "local asset API: making $ASSETS assets"
+mkdir -p "$WORK/comfy/output" "$WORK/comfy/user"
+"$WORK/driver" mkassets -dir "$WORK/comfy" -n "$ASSETS"
+"$WORK/comfyshim" --listen "$API" --upstream "http://$UP" --comfyui-dir "$WORK/comfy" --log-level error & API_PID=$!; PIDS+=($API_PID)
+wait_port "$API"
+# The first listing builds the index.
+curl -fsS "http://$API/api/tags" >/dev/null
+for run in $(seq 1 "$RUNS"); do
+  echo "run $run/$RUNS: local asset API at $ASSETS assets"
+  for c in 1 16; do
+    run_wrk "tags_list_c$c" comfyshim "$c" "http://$API/api/tags"
+    run_wrk "assets_filter_c$c" comfyshim "$c" "http://$API/api/assets?include_tags=output&exclude_tags=bench&limit=50"
+  done
+  for c in 1 8 64; do
+    timeout $((DUR + 60)) "$WORK/driver" mutate -url "http://$API" -target comfyshim -conns "$c" -n "$ASSETS" -dur "${DUR}s" >> "$RESULTS"
+  done
+  "$WORK/driver" rss -scenario "assets_${ASSETS}_idle" -pid "$API_PID" -target comfyshim >> "$RESULTS"
+done
+
+# Every scenario must have produced numbers.
+expected=(system_stats_c1 system_stats_c64 view_1MiB ws_text_small ws_binary_64KiB stream_256MiB tags_list_c1 assets_filter_c16 tag_mutations_1clients tag_mutations_64clients "assets_${ASSETS}_idle")
+for s in "${expected[@]}"; do
+  grep -q "\"scenario\":\"$s\"" "$RESULTS" || { echo "scenario $s produced no result" >&2; exit 1; }
+done
+for t in "${TARGETS[@]}"; do
+  grep -q "\"target\":\"$t\"" "$RESULTS" || { echo "target $t produced no result" >&2; exit 1; }
+done
+
+if [ "$MODE" = full ]; then
+  {
+    echo "# Benchmark results"
+    echo
+    echo "- date: $(date -u +%Y-%m-%d)"
+    echo "- $(go version)"
+    echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores"
+    echo "- command: \`bash bench/run.sh\` (RUNS=$RUNS, DUR=${DUR}s each, $ASSETS assets); wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), caddy $(caddy version | awk '{print $1}'), nginx $(nginx -v 2>&1 | cut -d/ -f2)"
+    echo "- every process on 127.0.0.1 on the same machine; the fake ComfyUI is Go (bench/upstream)"
+    echo
+    echo "Medians of $RUNS runs with min – max. Ratios divide comfyshim's median by the other target's:"
+    echo "for latency and memory lower is better, for throughput higher is better."
+    echo
+    "$WORK/driver" report "$RESULTS"
+  } > bench/RESULTS.md
+  echo "wrote bench/RESULTS.md"
+else
+  "$WORK/driver" report "$RESULTS"
+  echo "smoke: every scenario produced numbers"
+fi
