@@ -119,3 +119,19 @@ func TestMissingConfigFile(t *testing.T) {
 		t.Fatalf("want error naming the file, got %v", err)
 	}
 }
+
+// The example file documents every key and is itself a valid configuration.
+func TestExampleConfigIsValidAndComplete(t *testing.T) {
+	data, err := os.ReadFile("../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load([]string{"--config", "../config.example.yaml"}, env(nil), io.Discard); err != nil {
+		t.Fatalf("config.example.yaml: %v", err)
+	}
+	for _, s := range settings {
+		if !strings.Contains(string(data), s.key+":") {
+			t.Errorf("config.example.yaml does not mention %s", s.key)
+		}
+	}
+}
