@@ -76,10 +76,21 @@ func (a *assetAPI) current() *catalog.Index {
 	a.buildMu.Lock()
 	defer a.buildMu.Unlock()
 	snap = a.files.Snapshot()
-	if x := a.index.Load(); x != nil && x.FileGen == snap.Gen && x.TagGen == a.tags.Generation() {
+	gen = a.tags.Generation()
+	x := a.index.Load()
+	switch {
+	case x != nil && x.FileGen == snap.Gen && x.TagGen == gen:
 		return x
+	case x != nil && x.FileGen == snap.Gen:
+		// Only tags changed: patch the assets that changed.
+		if ids, ok := a.tags.ChangedSince(x.TagGen); ok {
+			x = x.Update(ids, a.tags, gen)
+			break
+		}
+		x = catalog.BuildIndex(snap, a.tags)
+	default:
+		x = catalog.BuildIndex(snap, a.tags)
 	}
-	x := catalog.BuildIndex(snap, a.tags)
 	a.index.Store(x)
 	return x
 }

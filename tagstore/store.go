@@ -47,9 +47,12 @@ type Store struct {
 	path string
 	log  *slog.Logger
 
-	view    atomic.Pointer[view] // what readers see; replaced whole on reload
-	gen     atomic.Uint64        // bumped on every change readers can see
-	invalid atomic.Pointer[error]
+	view      atomic.Pointer[view] // what readers see; replaced whole on reload
+	gen       atomic.Uint64        // bumped on every change readers can see
+	logMu     sync.Mutex
+	changeLog []change // recent writes, oldest first
+	logFloor  uint64   // ChangedSince knows nothing before this generation
+	invalid   atomic.Pointer[error]
 
 	ops     chan *op
 	reloads chan struct{}
@@ -443,8 +446,55 @@ func (s *Store) write(overlay map[string]Entry) error {
 	}
 	v.aggregates.Set(aggTagCounts, counts, cache.NoExpiration)
 	s.ids = ids
-	s.gen.Add(1)
+	changed := make([]string, 0, len(overlay))
+	for id := range overlay {
+		changed = append(changed, id)
+	}
+	s.recordChange(changed)
 	return nil
+}
+
+// changeLogSize bounds how many recent writes ChangedSince can describe.
+const changeLogSize = 1024
+
+type change struct {
+	gen uint64
+	ids []string
+}
+
+// recordChange bumps the generation and remembers which ids it changed.
+func (s *Store) recordChange(ids []string) {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	gen := s.gen.Add(1)
+	if ids == nil { // a reload: everything may have changed
+		s.changeLog = s.changeLog[:0]
+		s.logFloor = gen
+		return
+	}
+	if len(s.changeLog) == changeLogSize {
+		s.logFloor = s.changeLog[0].gen
+		s.changeLog = append(s.changeLog[:0], s.changeLog[1:]...)
+	}
+	s.changeLog = append(s.changeLog, change{gen, ids})
+}
+
+// ChangedSince returns the ids whose tags changed after generation gen, so
+// callers can update what they derived from the store instead of
+// recomputing it. ok is false when that is not known (a reload, or too long
+// ago): then everything must be considered changed.
+func (s *Store) ChangedSince(gen uint64) (ids []string, ok bool) {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	if gen < s.logFloor {
+		return nil, false
+	}
+	for _, c := range s.changeLog {
+		if c.gen > gen {
+			ids = append(ids, c.ids...)
+		}
+	}
+	return ids, true
 }
 
 func cloneCounts(agg *cache.Cache) map[string]int {
@@ -522,7 +572,7 @@ func (s *Store) replaceAll(entries map[string]Entry) {
 	slices.Sort(ids)
 	s.doc, s.ids = doc, ids
 	s.view.Store(newView(entries))
-	s.gen.Add(1)
+	s.recordChange(nil)
 }
 
 // watchLoop turns filesystem events on the sidecar into debounced reloads.

@@ -96,7 +96,7 @@ type Catalog struct {
 
 // Interval between full rescans, a safety net for missed events (network
 // filesystems deliver none).
-const rescanEvery = 30 * time.Second
+const rescanEvery = 5 * time.Minute
 
 // debounce gathers the bursts of events a generation or a copy makes.
 const debounce = 200 * time.Millisecond

@@ -1,9 +1,13 @@
 package catalog
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,5 +135,63 @@ func TestIndexUsesSidecarTagsOverDefaults(t *testing.T) {
 	page, total := idx.List(Filter{NameContains: "b."}, "name", false, 0, 10)
 	if total != 1 || page[0].ID != b.ID {
 		t.Fatalf("name filter: %d", total)
+	}
+}
+
+// TestUpdateMatchesRebuild applies random tag changes through a real store
+// and checks that patching the index gives what a full rebuild gives,
+// including the cached per-tag sets behind the filters.
+func TestUpdateMatchesRebuild(t *testing.T) {
+	store, err := tagstore.Open(filepath.Join(t.TempDir(), "tags.json"), tagstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var files []*File
+	for i := 0; i < 300; i++ {
+		rel := fmt.Sprintf("f%03d.png", i)
+		files = append(files, &File{ID: ID("output", rel), Root: "output", Rel: rel, Name: rel, Size: int64(i % 7), Defaults: []string{"output"}})
+	}
+	slices.SortFunc(files, func(a, b *File) int { return strings.Compare(a.ID, b.ID) })
+	snap := &Snapshot{Files: files, Gen: 1}
+	idx := BuildIndex(snap, store)
+	filters := []Filter{{All: []string{"a"}}, {None: []string{"b", "output"}}, {Any: []string{"a", "c"}, None: []string{"b"}}, {All: []string{"output"}, NameContains: "F01"}}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := 0; round < 40; round++ {
+		for _, f := range filters { // warm the per-tag sets so Update must patch them
+			idx.List(f, "size", round%2 == 0, 0, 5)
+		}
+		for k := 0; k < 10; k++ {
+			f := files[rng.IntN(len(files))]
+			tag := []string{"a", "b", "c", "output"}[rng.IntN(4)]
+			seed := tagstore.Entry{Path: f.Path(), Tags: f.Defaults}
+			if rng.IntN(2) == 0 {
+				store.Add(f.ID, seed, []string{tag})
+			} else {
+				store.Remove(f.ID, seed, []string{tag})
+			}
+		}
+		gen := store.Generation()
+		ids, ok := store.ChangedSince(idx.TagGen)
+		if !ok {
+			t.Fatal("change log lost recent writes")
+		}
+		idx = idx.Update(ids, store, gen)
+		fresh := BuildIndex(snap, store)
+		if !reflect.DeepEqual(idx.Counts, fresh.Counts) {
+			t.Fatalf("round %d: counts %v, rebuild %v", round, idx.Counts, fresh.Counts)
+		}
+		for _, f := range filters {
+			for _, desc := range []bool{false, true} {
+				p1, n1 := idx.List(f, "size", desc, 3, 20)
+				p2, n2 := fresh.List(f, "size", desc, 3, 20)
+				if n1 != n2 || !reflect.DeepEqual(p1, p2) {
+					t.Fatalf("round %d filter %+v: %d vs %d assets", round, f, n1, n2)
+				}
+			}
+			if !reflect.DeepEqual(idx.Histogram(f), fresh.Histogram(f)) {
+				t.Fatalf("round %d: histogram differs for %+v", round, f)
+			}
+		}
 	}
 }

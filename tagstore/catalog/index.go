@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"cmp"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
@@ -25,7 +26,7 @@ type Asset struct {
 
 // Index joins one catalog snapshot with one generation of the tag store:
 // every listed asset with its tags, and tag usage counts. Immutable once
-// built; orderings are computed on first use.
+// built; orderings and per-tag sets are computed on first use and cached.
 type Index struct {
 	Assets  []Asset // sorted by id
 	byID    map[string]int
@@ -33,21 +34,38 @@ type Index struct {
 	FileGen uint64
 	TagGen  uint64
 
-	mu     sync.Mutex
-	orders map[string][]int32 // sort key -> asset positions, ascending
+	orders *orderCache // depends on the files only: shared by updated indexes
+
+	bitsMu sync.Mutex
+	bits   map[string]bitset // tag -> assets carrying it
 }
+
+type orderCache struct {
+	mu sync.Mutex
+	m  map[string][]int32 // sort key -> asset positions, ascending
+}
+
+// bitset has bit i set when Assets[i] carries the tag. Never modified once
+// stored in an Index.
+type bitset []uint64
+
+func newBitset(n int) bitset    { return make(bitset, (n+63)/64) }
+func (b bitset) has(i int) bool { return b[i>>6]&(1<<(uint(i)&63)) != 0 }
+func (b bitset) set(i int)      { b[i>>6] |= 1 << (uint(i) & 63) }
+func (b bitset) clear(i int)    { b[i>>6] &^= 1 << (uint(i) & 63) }
 
 // BuildIndex joins snap and tags. A sidecar entry replaces the file's
 // default tags; sidecar entries without a file are not listed.
 func BuildIndex(snap *Snapshot, tags Tags) *Index {
-	tagGen := tags.Generation() // read first: a later change then forces a rebuild
+	tagGen := tags.Generation() // read first: a later change then forces an update
 	idx := &Index{
 		Assets:  make([]Asset, len(snap.Files)),
 		byID:    make(map[string]int, len(snap.Files)),
 		Counts:  map[string]int{},
 		FileGen: snap.Gen,
 		TagGen:  tagGen,
-		orders:  map[string][]int32{},
+		orders:  &orderCache{m: map[string][]int32{}},
+		bits:    map[string]bitset{},
 	}
 	for i, f := range snap.Files {
 		a := AssetOf(f, tags)
@@ -58,6 +76,86 @@ func BuildIndex(snap *Snapshot, tags Tags) *Index {
 		}
 	}
 	return idx
+}
+
+// Update returns an index for the same files in which the assets with the
+// given ids carry their current tags, at tag generation gen. It copies the
+// asset slice and the per-tag sets it touches (about a millisecond at 100k
+// assets) instead of rebuilding everything.
+func (x *Index) Update(ids []string, tags Tags, gen uint64) *Index {
+	nx := &Index{
+		Assets:  slices.Clone(x.Assets),
+		byID:    x.byID,
+		Counts:  make(map[string]int, len(x.Counts)),
+		FileGen: x.FileGen,
+		TagGen:  gen,
+		orders:  x.orders,
+	}
+	for t, n := range x.Counts {
+		nx.Counts[t] = n
+	}
+	x.bitsMu.Lock()
+	nx.bits = make(map[string]bitset, len(x.bits))
+	for t, b := range x.bits {
+		nx.bits[t] = b
+	}
+	x.bitsMu.Unlock()
+	copied := map[string]bool{}
+	touch := func(t string) bitset {
+		b, ok := nx.bits[t]
+		if ok && !copied[t] {
+			b = slices.Clone(b)
+			nx.bits[t], copied[t] = b, true
+		}
+		return b
+	}
+	for _, id := range ids {
+		i, ok := nx.byID[id]
+		if !ok {
+			continue // a sidecar entry whose file is not listed
+		}
+		old := nx.Assets[i].Tags
+		a := AssetOf(nx.Assets[i].File, tags)
+		nx.Assets[i] = a
+		for _, t := range old {
+			if !has(a.Tags, t) {
+				if nx.Counts[t]--; nx.Counts[t] == 0 {
+					delete(nx.Counts, t)
+				}
+				if b := touch(t); b != nil {
+					b.clear(i)
+				}
+			}
+		}
+		for _, t := range a.Tags {
+			if !has(old, t) {
+				nx.Counts[t]++
+				if b := touch(t); b != nil {
+					b.set(i)
+				}
+			}
+		}
+	}
+	return nx
+}
+
+// tagBits returns the set of assets carrying t, computing it on first use.
+func (x *Index) tagBits(t string) bitset {
+	x.bitsMu.Lock()
+	defer x.bitsMu.Unlock()
+	if b, ok := x.bits[t]; ok {
+		return b
+	}
+	b := newBitset(len(x.Assets))
+	if x.Counts[t] > 0 {
+		for i := range x.Assets {
+			if has(x.Assets[i].Tags, t) {
+				b.set(i)
+			}
+		}
+	}
+	x.bits[t] = b
+	return b
 }
 
 // AssetOf gives a file its effective tags: the sidecar's entry if it has
@@ -87,71 +185,118 @@ type Filter struct {
 	Nothing      bool     // match no asset
 }
 
-// Match reports whether a passes f.
-func (f *Filter) Match(a *Asset) bool {
-	if f.Nothing {
-		return false
-	}
-	for _, t := range f.All {
-		if !has(a.Tags, t) {
-			return false
-		}
-	}
-	for _, t := range f.None {
-		if has(a.Tags, t) {
-			return false
-		}
-	}
-	if len(f.Any) > 0 && !slices.ContainsFunc(f.Any, func(t string) bool { return has(a.Tags, t) }) {
-		return false
-	}
-	if f.NameContains != "" && !containsFold(a.Name, f.NameContains) {
-		return false
-	}
-	return true
-}
-
 func has(sorted []string, t string) bool {
 	_, ok := slices.BinarySearch(sorted, t)
 	return ok
 }
 
-func containsFold(s, sub string) bool {
-	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
-}
-
 // Sort keys accepted by List.
 var SortKeys = []string{"name", "created_at", "updated_at", "size", "last_access_time"}
+
+// matching returns the set of assets f selects, or nil when f has no
+// tag filter (every asset, before the name filter).
+func (x *Index) matching(f *Filter) bitset {
+	if len(f.All) == 0 && len(f.Any) == 0 && len(f.None) == 0 && !f.Nothing {
+		return nil
+	}
+	m := newBitset(len(x.Assets))
+	if f.Nothing {
+		return m
+	}
+	for w := range m {
+		m[w] = ^uint64(0)
+	}
+	if tail := len(x.Assets) % 64; tail != 0 {
+		m[len(m)-1] = 1<<uint(tail) - 1
+	}
+	for _, t := range f.All {
+		b := x.tagBits(t)
+		for w := range m {
+			m[w] &= b[w]
+		}
+	}
+	if len(f.Any) > 0 {
+		anyOf := newBitset(len(x.Assets))
+		for _, t := range f.Any {
+			b := x.tagBits(t)
+			for w := range anyOf {
+				anyOf[w] |= b[w]
+			}
+		}
+		for w := range m {
+			m[w] &= anyOf[w]
+		}
+	}
+	for _, t := range f.None {
+		b := x.tagBits(t)
+		for w := range m {
+			m[w] &^= b[w]
+		}
+	}
+	return m
+}
+
+// selector returns a predicate on asset positions implementing f, and the
+// number of assets it selects when that is known without a scan (-1 if not).
+func (x *Index) selector(f Filter) (func(i int) bool, int) {
+	m := x.matching(&f)
+	switch {
+	case f.NameContains != "":
+		sub := strings.ToLower(f.NameContains)
+		return func(i int) bool {
+			return (m == nil || m.has(i)) && strings.Contains(strings.ToLower(x.Assets[i].Name), sub)
+		}, -1
+	case m == nil:
+		return func(int) bool { return true }, len(x.Assets)
+	default:
+		n := 0
+		for _, w := range m {
+			n += bits.OnesCount64(w)
+		}
+		return m.has, n
+	}
+}
 
 // List returns the page [offset, offset+limit) of assets matching f in the
 // given order (ties broken by id), and how many match in all.
 func (x *Index) List(f Filter, sortKey string, desc bool, offset, limit int) (page []Asset, total int) {
+	match, known := x.selector(f)
 	order := x.order(sortKey)
 	n := len(order)
+	seen := 0
 	for k := 0; k < n; k++ {
 		i := order[k]
 		if desc {
 			i = order[n-1-k]
 		}
-		a := &x.Assets[i]
-		if !f.Match(a) {
+		if !match(int(i)) {
 			continue
 		}
-		if total >= offset && len(page) < limit {
-			page = append(page, *a)
+		if seen >= offset {
+			if len(page) == limit {
+				if known >= 0 {
+					break // the total is already known: stop at the page's end
+				}
+				seen++
+				continue
+			}
+			page = append(page, x.Assets[i])
 		}
-		total++
+		seen++
 	}
-	return page, total
+	if known >= 0 {
+		return page, known
+	}
+	return page, seen
 }
 
 // Histogram counts the tags of the assets matching f.
 func (x *Index) Histogram(f Filter) map[string]int {
+	match, _ := x.selector(f)
 	out := map[string]int{}
 	for i := range x.Assets {
-		a := &x.Assets[i]
-		if f.Match(a) {
-			for _, t := range a.Tags {
+		if match(i) {
+			for _, t := range x.Assets[i].Tags {
 				out[t]++
 			}
 		}
@@ -160,9 +305,9 @@ func (x *Index) Histogram(f Filter) map[string]int {
 }
 
 func (x *Index) order(key string) []int32 {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if o, ok := x.orders[key]; ok {
+	x.orders.mu.Lock()
+	defer x.orders.mu.Unlock()
+	if o, ok := x.orders.m[key]; ok {
 		return o
 	}
 	o := make([]int32, len(x.Assets))
@@ -187,7 +332,7 @@ func (x *Index) order(key string) []int32 {
 		}
 		return c // Assets are in id order and the sort is stable: ties stay by id
 	})
-	x.orders[key] = o
+	x.orders.m[key] = o
 	return o
 }
 
