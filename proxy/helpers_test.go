@@ -28,7 +28,7 @@ type shim struct {
 }
 
 // startUpstream runs the fake ComfyUI on a loopback port.
-func startUpstream(t *testing.T) (*fakecomfy.Upstream, *httptest.Server) {
+func startUpstream(t testing.TB) (*fakecomfy.Upstream, *httptest.Server) {
 	t.Helper()
 	up := fakecomfy.New()
 	ts := httptest.NewServer(up)
@@ -36,7 +36,7 @@ func startUpstream(t *testing.T) (*fakecomfy.Upstream, *httptest.Server) {
 	return up, ts
 }
 
-func testConfig(t *testing.T, upstream string) *config.Config {
+func testConfig(t testing.TB, upstream string) *config.Config {
 	t.Helper()
 	c := config.Default()
 	u, err := url.Parse(upstream)
@@ -50,16 +50,16 @@ func testConfig(t *testing.T, upstream string) *config.Config {
 	return &c
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
 // startShim serves cfg on a fresh loopback port until the test ends.
-func startShim(t *testing.T, cfg *config.Config) *shim {
+func startShim(t testing.TB, cfg *config.Config) *shim {
 	t.Helper()
 	srv, err := New(cfg, Options{Logger: testLogger(t)})
 	if err != nil {

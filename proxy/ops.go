@@ -107,8 +107,13 @@ func newMetrics() *metrics {
 	return m
 }
 
+var statusClasses = [...]string{"", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
 func (m *metrics) observe(route string, status int, d time.Duration) {
-	code := fmt.Sprintf("%dxx", status/100)
+	code := "other"
+	if c := status / 100; c >= 1 && c <= 5 {
+		code = statusClasses[c]
+	}
 	m.requests.WithLabelValues(route, code).Inc()
 	m.duration.WithLabelValues(route, code).Observe(d.Seconds())
 }

@@ -270,6 +270,9 @@ func (s *Server) accessLog(c *gin.Context) {
 			group = "internal"
 		}
 		s.metrics.observe(group, status, d)
+		if !s.log.Enabled(c.Request.Context(), slog.LevelInfo) {
+			return
+		}
 		s.log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request",
 			slog.String("method", c.Request.Method),
 			slog.String("path", c.Request.URL.EscapedPath()),
