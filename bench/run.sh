@@ -134,7 +134,7 @@ for run in $(seq 1 "$RUNS"); do
   done
 done
 
-echo "local asset API: making $ASSETS assets"
+echo "local asset API: making $ASSETS assets, every one with an entry in the tags file"
 mkdir -p "$WORK/comfy/output" "$WORK/comfy/user"
 "$WORK/driver" mkassets -dir "$WORK/comfy" -n "$ASSETS"
 "$WORK/comfyshim" --listen "$API" --upstream "http://$UP" --comfyui-dir "$WORK/comfy" --log-level error & API_PID=$!; PIDS+=($API_PID)
@@ -145,7 +145,7 @@ for run in $(seq 1 "$RUNS"); do
   echo "run $run/$RUNS: local asset API at $ASSETS assets"
   for c in 1 16; do
     run_wrk "tags_list_c$c" comfyshim "$c" "http://$API/api/tags"
-    run_wrk "assets_filter_c$c" comfyshim "$c" "http://$API/api/assets?include_tags=output&exclude_tags=bench&limit=50"
+    run_wrk "assets_filter_c$c" comfyshim "$c" "http://$API/api/assets?include_tags=favorite,output&exclude_tags=style:3&limit=50"
   done
   for c in 1 8 64; do
     timeout $((DUR + 60)) "$WORK/driver" mutate -url "http://$API" -target comfyshim -conns "$c" -n "$ASSETS" -dur "${DUR}s" >> "$RESULTS"
@@ -170,7 +170,8 @@ if [ "$MODE" = full ]; then
     echo "- $(go version)"
     echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores"
     echo "- command: \`bash bench/run.sh\` (RUNS=$RUNS, DUR=${DUR}s each, $ASSETS assets); wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), caddy $(caddy version | awk '{print $1}'), nginx $(nginx -v 2>&1 | cut -d/ -f2)"
-    echo "- every process on 127.0.0.1 on the same machine; the fake ComfyUI is Go (bench/upstream)"
+    echo "- every process on 127.0.0.1 on the same machine, load generator included; the fake ComfyUI is Go (bench/upstream)"
+    echo "- local asset API: $ASSETS files in output/, every one with an entry in the tags file (the largest sidecar they can have)"
     echo
     echo "Medians of $RUNS runs with min – max. Ratios divide comfyshim's median by the other target's:"
     echo "for latency and memory lower is better, for throughput higher is better."

@@ -217,6 +217,9 @@ func mutate(base, target string, conns int, dur time.Duration, n int) error {
 	var done atomic.Int64
 	var seq atomic.Int64
 	var firstErr atomic.Value
+	// A tag of this invocation's own, so every call changes something and
+	// costs a durable write (a repeated add would be a no-op).
+	body := fmt.Sprintf(`{"tags":["bench-%d"]}`, time.Now().UnixNano())
 	end := time.Now().Add(dur)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -231,7 +234,7 @@ func mutate(base, target string, conns int, dur time.Duration, n int) error {
 				if (k/int64(n))%2 == 1 {
 					method = "DELETE"
 				}
-				req, _ := http.NewRequest(method, base+"/api/assets/"+id+"/tags", strings.NewReader(`{"tags":["bench"]}`))
+				req, _ := http.NewRequest(method, base+"/api/assets/"+id+"/tags", strings.NewReader(body))
 				req.Header.Set("Content-Type", "application/json")
 				resp, err := client.Do(req)
 				if err != nil {
@@ -258,8 +261,34 @@ func mutate(base, target string, conns int, dur time.Duration, n int) error {
 
 func assetRel(i int) string { return fmt.Sprintf("batch_%03d/ComfyUI_%06d_.png", i/1000, i) }
 
-// mkassets makes n small files under dir/output in folders of 1000.
+// mkassets makes n small files under dir/output in folders of 1000, and a
+// tags file in which every one of them has been tagged: the largest sidecar
+// those assets can have.
 func mkassets(dir string, n int) error {
+	type entry struct {
+		Path      string   `json:"path"`
+		Tags      []string `json:"tags"`
+		UpdatedAt string   `json:"updated_at"`
+	}
+	assets := make(map[string]entry, n)
+	for i := 0; i < n; i++ {
+		tags := []string{fmt.Sprintf("batch:%d", i/1000), "output", fmt.Sprintf("seed:%d", i%97), fmt.Sprintf("style:%d", i%13)}
+		if i%3 == 0 {
+			tags = append(tags, "favorite")
+		}
+		slices.Sort(tags)
+		assets[catalog.ID("output", assetRel(i))] = entry{Path: "output/" + assetRel(i), Tags: tags, UpdatedAt: "2026-11-01T00:00:00.000Z"}
+	}
+	data, err := json.MarshalIndent(map[string]any{"version": 1, "assets": assets}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "user"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "user", "comfyshim-tags.json"), data, 0o644); err != nil {
+		return err
+	}
 	for i := 0; i < n; i++ {
 		p := filepath.Join(dir, "output", filepath.FromSlash(assetRel(i)))
 		if i%1000 == 0 {
