@@ -441,3 +441,27 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// An idle websocket outlives every server timeout comfyshim has: ComfyUI
+// sends nothing during a long step, and a cut socket loses the job's events.
+func TestIdleWebsocketIsNotCut(t *testing.T) {
+	_, ts := startUpstream(t)
+	cfg := testConfig(t, ts.URL)
+	cfg.ReadHeaderTimeout = 300 * time.Millisecond
+	s := startShim(t, cfg)
+	conn, _, err := websocket.DefaultDialer.Dial(wsURL(s.URL, "/ws?clientId=idle"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, _, err := conn.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * cfg.ReadHeaderTimeout) // several times the longest server timeout
+	if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"echo"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := conn.ReadMessage(); err != nil || string(got) != `{"type":"echo"}` {
+		t.Fatalf("after idling: %q %v", got, err)
+	}
+}
