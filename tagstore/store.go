@@ -62,8 +62,9 @@ type Store struct {
 	watcher *fsnotify.Watcher
 
 	// Owned by the committer goroutine.
-	doc  map[string]docEntry
+	doc  map[string]Entry
 	ids  []string // sorted keys of doc
+	raws [][]byte // ids[i] as rendered in the file; nil until first needed
 	disk fileSig  // the file as last read or written
 	mode os.FileMode
 	buf  []byte
@@ -81,11 +82,6 @@ type view struct {
 }
 
 const aggTagCounts = "tag_counts"
-
-type docEntry struct {
-	Entry
-	raw []byte // the entry as rendered in the file; nil until first needed
-}
 
 type op struct {
 	id     string
@@ -135,7 +131,7 @@ func Open(path string, opts Options) (*Store, error) {
 		ops:      make(chan *op, maxBatch),
 		reloads:  make(chan struct{}, 1),
 		quit:     make(chan struct{}),
-		doc:      map[string]docEntry{},
+		doc:      map[string]Entry{},
 		mode:     0o644,
 		onReload: opts.OnReload,
 		onWrite:  opts.OnWrite,
@@ -323,10 +319,7 @@ func (s *Store) commit(batch []*op) {
 	for i, o := range batch {
 		cur, ok := overlay[o.id]
 		if !ok {
-			var d docEntry
-			if d, ok = s.doc[o.id]; ok {
-				cur = d.Entry
-			} else {
+			if cur, ok = s.doc[o.id]; !ok {
 				cur = Entry{Path: o.seed.Path, Tags: sortedUnique(o.seed.Tags)}
 			}
 		}
@@ -383,35 +376,36 @@ func applyTags(cur, req []string, remove bool) (tags, changed, unchanged []strin
 }
 
 // write renders the document with overlay applied, replaces the file
-// atomically, and publishes the new entries to readers.
+// atomically, and publishes the new entries to readers. Unchanged entries
+// are copied from their rendering of the last write.
 func (s *Store) write(overlay map[string]Entry) error {
 	var added []string
-	rendered := make(map[string][]byte, len(overlay))
-	for id, e := range overlay {
-		rendered[id] = encodeEntry(id, e)
+	for id := range overlay {
 		if _, ok := s.doc[id]; !ok {
 			added = append(added, id)
 		}
 	}
-	ids := s.ids
+	var ids []string
+	var raws [][]byte
 	if len(added) > 0 {
 		slices.Sort(added)
-		ids = mergeSorted(s.ids, added)
+		ids, raws = mergeSorted(s.ids, s.raws, added)
+	} else {
+		ids, raws = s.ids, slices.Clone(s.raws) // s.raws stays as it was if the write fails
+	}
+	for id, e := range overlay {
+		i, _ := slices.BinarySearch(ids, id)
+		raws[i] = encodeEntry(id, e)
 	}
 
 	buf := append(s.buf[:0], fileHeader...)
-	for i, id := range ids {
+	for i, r := range raws {
+		if r == nil { // loaded from disk and not rendered yet
+			r = encodeEntry(ids[i], s.doc[ids[i]])
+			raws[i] = r
+		}
 		if i > 0 {
 			buf = append(buf, ',')
-		}
-		r, ok := rendered[id]
-		if !ok {
-			d := s.doc[id]
-			if d.raw == nil {
-				d.raw = encodeEntry(id, d.Entry)
-				s.doc[id] = d
-			}
-			r = d.raw
 		}
 		buf = append(buf, r...)
 	}
@@ -441,11 +435,11 @@ func (s *Store) write(overlay map[string]Entry) error {
 		for _, t := range e.Tags {
 			counts[t]++
 		}
-		s.doc[id] = docEntry{Entry: e, raw: rendered[id]}
+		s.doc[id] = e
 		v.index.Set(id, e, cache.NoExpiration)
 	}
 	v.aggregates.Set(aggTagCounts, counts, cache.NoExpiration)
-	s.ids = ids
+	s.ids, s.raws = ids, raws
 	changed := make([]string, 0, len(overlay))
 	for id := range overlay {
 		changed = append(changed, id)
@@ -507,20 +501,22 @@ func cloneCounts(agg *cache.Cache) map[string]int {
 	return m
 }
 
-func mergeSorted(a, b []string) []string {
-	out := make([]string, 0, len(a)+len(b))
+// mergeSorted merges the sorted ids b into the sorted ids a, carrying a's
+// renderings along; b's are nil.
+func mergeSorted(a []string, ra [][]byte, b []string) ([]string, [][]byte) {
+	ids := make([]string, 0, len(a)+len(b))
+	raws := make([][]byte, 0, len(a)+len(b))
 	i, j := 0, 0
-	for i < len(a) && j < len(b) {
-		if a[i] < b[j] {
-			out = append(out, a[i])
+	for i < len(a) || j < len(b) {
+		if j == len(b) || (i < len(a) && a[i] < b[j]) {
+			ids, raws = append(ids, a[i]), append(raws, ra[i])
 			i++
 		} else {
-			out = append(out, b[j])
+			ids, raws = append(ids, b[j]), append(raws, nil)
 			j++
 		}
 	}
-	out = append(out, a[i:]...)
-	return append(out, b[j:]...)
+	return ids, raws
 }
 
 // syncFromDisk makes memory match the file if the file changed since it was
@@ -563,14 +559,13 @@ func (s *Store) syncFromDisk() error {
 
 // replaceAll swaps in a freshly loaded document.
 func (s *Store) replaceAll(entries map[string]Entry) {
-	doc := make(map[string]docEntry, len(entries))
 	ids := make([]string, 0, len(entries))
-	for id, e := range entries {
-		doc[id] = docEntry{Entry: e} // rendered on the first write
+	for id := range entries {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	s.doc, s.ids = doc, ids
+	// Entries are rendered on the first write.
+	s.doc, s.ids, s.raws = entries, ids, make([][]byte, len(ids))
 	s.view.Store(newView(entries))
 	s.recordChange(nil)
 }
