@@ -336,11 +336,17 @@ func (a *assetAPI) listTags(c *gin.Context) {
 	rows := a.current().TagList(qv.Get("prefix"), byName, includeZero, a.tags.TagCounts())
 	total := len(rows)
 	rows = rows[min(offset, total):min(offset+limit, total)]
-	out := make([]gin.H, len(rows))
+	out := make([]tagInfo, len(rows))
 	for i, r := range rows {
-		out[i] = gin.H{"name": r.Name, "count": r.Count}
+		out[i] = tagInfo{r.Name, r.Count}
 	}
 	c.JSON(http.StatusOK, gin.H{"tags": out, "total": total, "has_more": offset+len(rows) < total})
+}
+
+// tagInfo is the Cloud TagInfo schema.
+type tagInfo struct {
+	Name  string `json:"name"`
+	Count int    `json:"count"`
 }
 
 func (a *assetAPI) refine(c *gin.Context) {

@@ -36,8 +36,9 @@ type Index struct {
 
 	orders *orderCache // depends on the files only: shared by updated indexes
 
-	bitsMu sync.Mutex
-	bits   map[string]bitset // tag -> assets carrying it
+	bitsMu    sync.Mutex          // guards bits and tagOrders
+	bits      map[string]bitset   // tag -> assets carrying it
+	tagOrders map[bool][]TagCount // by name (true) or by count (false)
 }
 
 type orderCache struct {
@@ -59,13 +60,14 @@ func (b bitset) clear(i int)    { b[i>>6] &^= 1 << (uint(i) & 63) }
 func BuildIndex(snap *Snapshot, tags Tags) *Index {
 	tagGen := tags.Generation() // read first: a later change then forces an update
 	idx := &Index{
-		Assets:  make([]Asset, len(snap.Files)),
-		byID:    make(map[string]int, len(snap.Files)),
-		Counts:  map[string]int{},
-		FileGen: snap.Gen,
-		TagGen:  tagGen,
-		orders:  &orderCache{m: map[string][]int32{}},
-		bits:    map[string]bitset{},
+		Assets:    make([]Asset, len(snap.Files)),
+		byID:      make(map[string]int, len(snap.Files)),
+		Counts:    map[string]int{},
+		FileGen:   snap.Gen,
+		TagGen:    tagGen,
+		orders:    &orderCache{m: map[string][]int32{}},
+		bits:      map[string]bitset{},
+		tagOrders: map[bool][]TagCount{},
 	}
 	for i, f := range snap.Files {
 		a := AssetOf(f, tags)
@@ -84,12 +86,13 @@ func BuildIndex(snap *Snapshot, tags Tags) *Index {
 // assets) instead of rebuilding everything.
 func (x *Index) Update(ids []string, tags Tags, gen uint64) *Index {
 	nx := &Index{
-		Assets:  slices.Clone(x.Assets),
-		byID:    x.byID,
-		Counts:  make(map[string]int, len(x.Counts)),
-		FileGen: x.FileGen,
-		TagGen:  gen,
-		orders:  x.orders,
+		Assets:    slices.Clone(x.Assets),
+		byID:      x.byID,
+		Counts:    make(map[string]int, len(x.Counts)),
+		FileGen:   x.FileGen,
+		TagGen:    gen,
+		orders:    x.orders,
+		tagOrders: map[bool][]TagCount{},
 	}
 	for t, n := range x.Counts {
 		nx.Counts[t] = n
@@ -346,20 +349,46 @@ type TagCount struct {
 // (descending, ties by name) or by name. With includeZero, tags known to
 // the sidecar but carried by no listed asset are included with count 0.
 func (x *Index) TagList(prefix string, byName, includeZero bool, sidecar map[string]int) []TagCount {
-	out := make([]TagCount, 0, len(x.Counts))
-	for t, n := range x.Counts {
-		if strings.HasPrefix(t, prefix) {
-			out = append(out, TagCount{t, n})
-		}
-	}
+	all := x.sortedTags(byName)
 	if includeZero {
+		all = slices.Clone(all)
 		for t := range sidecar {
-			if _, listed := x.Counts[t]; !listed && strings.HasPrefix(t, prefix) {
-				out = append(out, TagCount{t, 0})
+			if _, listed := x.Counts[t]; !listed {
+				all = append(all, TagCount{t, 0})
 			}
 		}
+		sortTags(all, byName)
 	}
-	slices.SortFunc(out, func(a, b TagCount) int {
+	if prefix == "" {
+		return all
+	}
+	out := make([]TagCount, 0, 16)
+	for _, tc := range all {
+		if strings.HasPrefix(tc.Name, prefix) {
+			out = append(out, tc)
+		}
+	}
+	return out
+}
+
+// sortedTags returns the index's tag counts in the given order, sorted once
+// per index. Shared: read only.
+func (x *Index) sortedTags(byName bool) []TagCount {
+	x.bitsMu.Lock()
+	defer x.bitsMu.Unlock()
+	if x.tagOrders[byName] == nil {
+		out := make([]TagCount, 0, len(x.Counts))
+		for t, n := range x.Counts {
+			out = append(out, TagCount{t, n})
+		}
+		sortTags(out, byName)
+		x.tagOrders[byName] = out
+	}
+	return x.tagOrders[byName]
+}
+
+func sortTags(tags []TagCount, byName bool) {
+	slices.SortFunc(tags, func(a, b TagCount) int {
 		if !byName {
 			if c := cmp.Compare(b.Count, a.Count); c != 0 {
 				return c
@@ -367,5 +396,4 @@ func (x *Index) TagList(prefix string, byName, includeZero bool, sidecar map[str
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
-	return out
 }
