@@ -54,12 +54,13 @@ type Store struct {
 	logFloor  uint64   // ChangedSince knows nothing before this generation
 	invalid   atomic.Pointer[error]
 
-	ops     chan *op
-	reloads chan struct{}
-	quit    chan struct{}
-	wg      sync.WaitGroup
-	closed  atomic.Bool
-	watcher *fsnotify.Watcher
+	ops      chan *op
+	reloads  chan struct{}
+	quit     chan struct{}
+	loopDone chan struct{} // closed when the committer has stopped
+	wg       sync.WaitGroup
+	closed   atomic.Bool
+	watcher  *fsnotify.Watcher
 
 	// Owned by the committer goroutine.
 	doc  map[string]Entry
@@ -131,6 +132,7 @@ func Open(path string, opts Options) (*Store, error) {
 		ops:      make(chan *op, maxBatch),
 		reloads:  make(chan struct{}, 1),
 		quit:     make(chan struct{}),
+		loopDone: make(chan struct{}),
 		doc:      map[string]Entry{},
 		mode:     0o644,
 		onReload: opts.OnReload,
@@ -235,9 +237,15 @@ func (s *Store) mutate(id string, seed Entry, tags []string, remove bool) (Chang
 	case r := <-o.reply:
 		return r.change, r.err
 	case <-s.quit:
-		// The committer answers every op it took before it stops.
-		r := <-o.reply
-		return r.change, r.err
+		// The committer answers every op it took before it stops; one queued
+		// after its last look was never taken.
+		<-s.loopDone
+		select {
+		case r := <-o.reply:
+			return r.change, r.err
+		default:
+			return Change{}, ErrClosed
+		}
 	}
 }
 
@@ -258,6 +266,7 @@ func newView(entries map[string]Entry) *view {
 
 func (s *Store) commitLoop() {
 	defer s.wg.Done()
+	defer close(s.loopDone)
 	for {
 		select {
 		case o := <-s.ops:

@@ -453,3 +453,36 @@ func crashChild() {
 	}
 	select {}
 }
+
+// Mutations racing with Close either complete or fail with ErrClosed; none hangs.
+func TestCloseDuringMutations(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		s, err := Open(filepath.Join(t.TempDir(), "tags.json"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for w := 0; w < 16; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				for i := 0; i < 20; i++ {
+					_, err := s.Add(uuid.NewString(), Entry{}, []string{fmt.Sprint("t", w, i)})
+					if err != nil && !errors.Is(err, ErrClosed) {
+						t.Error(err)
+						return
+					}
+				}
+			}(w)
+		}
+		time.Sleep(time.Duration(round) * time.Millisecond)
+		s.Close()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a mutation hung across Close")
+		}
+	}
+}
