@@ -155,9 +155,6 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Path is the sidecar's absolute path.
-func (s *Store) Path() string { return s.path }
-
 // Close stops watching and committing. Mutations already acknowledged are on
 // disk; later calls fail with ErrClosed.
 func (s *Store) Close() error {

@@ -123,9 +123,6 @@ func New(roots []Root, log *slog.Logger) (*Catalog, error) {
 // Snapshot returns the current set of files.
 func (c *Catalog) Snapshot() *Snapshot { return c.snap.Load() }
 
-// Roots returns the configured roots.
-func (c *Catalog) Roots() []Root { return c.roots }
-
 // Close stops watching.
 func (c *Catalog) Close() error {
 	select {
