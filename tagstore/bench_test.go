@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,7 +35,8 @@ func populate(b *testing.B, path string, n int) []string {
 func BenchmarkMutate(b *testing.B) {
 	for _, n := range []int{1_000, 10_000, 100_000} {
 		for _, par := range []int{1, 8, 64} {
-			b.Run(fmt.Sprintf("assets=%d/clients=%d", n, par), func(b *testing.B) {
+			// RunParallel starts par × GOMAXPROCS goroutines.
+			b.Run(fmt.Sprintf("assets=%d/writers=%d", n, par*runtime.GOMAXPROCS(0)), func(b *testing.B) {
 				path := filepath.Join(b.TempDir(), "tags.json")
 				ids := populate(b, path, n)
 				s, err := Open(path, Options{})
@@ -48,10 +50,12 @@ func BenchmarkMutate(b *testing.B) {
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
-						i := seq.Add(1)
-						id := ids[int(i)%len(ids)]
+						// Pass k over the ids adds the tag when k is even and
+						// removes it when odd, so every call changes the file.
+						i := int(seq.Add(1) - 1)
+						id := ids[i%len(ids)]
 						var err error
-						if i%2 == 0 {
+						if (i/len(ids))%2 == 0 {
 							_, err = s.Add(id, Entry{}, []string{"bench"})
 						} else {
 							_, err = s.Remove(id, Entry{}, []string{"bench"})
