@@ -124,10 +124,10 @@ func wsBench(url, target string, size int, binary bool, dur time.Duration) error
 
 var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}}
 
-// download fetches url repeatedly from conns clients for dur.
-func download(url, target string, conns int, dur time.Duration) error {
-	var total atomic.Int64
-	var firstErr atomic.Value
+// loadFor runs call in a loop from conns clients until dur has passed and
+// returns the elapsed seconds, or the first error any client met.
+func loadFor(conns int, dur time.Duration, call func() error) (float64, error) {
+	var firstErr atomic.Pointer[error] // errors differ in type: atomic.Value would panic
 	end := time.Now().Add(dur)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -136,22 +136,37 @@ func download(url, target string, conns int, dur time.Duration) error {
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(end) {
-				resp, err := client.Get(url)
-				if err != nil {
-					firstErr.Store(err)
+				if err := call(); err != nil {
+					firstErr.CompareAndSwap(nil, &err)
 					return
 				}
-				n, _ := io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				total.Add(n)
 			}
 		}()
 	}
 	wg.Wait()
-	if e, ok := firstErr.Load().(error); ok {
-		return e
+	if e := firstErr.Load(); e != nil {
+		return 0, *e
 	}
-	emit(result{"view_1MiB", target, "throughput", "MiB/s", float64(total.Load()) / time.Since(start).Seconds() / (1 << 20)})
+	return time.Since(start).Seconds(), nil
+}
+
+// download fetches url repeatedly from conns clients for dur.
+func download(url, target string, conns int, dur time.Duration) error {
+	var total atomic.Int64
+	elapsed, err := loadFor(conns, dur, func() error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		total.Add(n)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	emit(result{"view_1MiB", target, "throughput", "MiB/s", float64(total.Load()) / elapsed / (1 << 20)})
 	return nil
 }
 
@@ -214,48 +229,35 @@ func readRSS(pid int) int64 {
 // mutate adds and removes a tag on the n benchmark assets from conns
 // clients for dur; each acknowledged call is durable.
 func mutate(base, target string, conns int, dur time.Duration, n int) error {
-	var done atomic.Int64
-	var seq atomic.Int64
-	var firstErr atomic.Value
+	var done, seq atomic.Int64
 	// A tag of this invocation's own, so every call changes something and
 	// costs a durable write (a repeated add would be a no-op).
 	body := fmt.Sprintf(`{"tags":["bench-%d"]}`, time.Now().UnixNano())
-	end := time.Now().Add(dur)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for i := 0; i < conns; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(end) {
-				k := seq.Add(1)
-				id := catalog.ID("output", assetRel(int(k)%n))
-				method := "POST"
-				if (k/int64(n))%2 == 1 {
-					method = "DELETE"
-				}
-				req, _ := http.NewRequest(method, base+"/api/assets/"+id+"/tags", strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := client.Do(req)
-				if err != nil {
-					firstErr.Store(err)
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					firstErr.Store(fmt.Errorf("%s %s: %s", method, id, resp.Status))
-					return
-				}
-				done.Add(1)
-			}
-		}()
+	elapsed, err := loadFor(conns, dur, func() error {
+		k := seq.Add(1)
+		id := catalog.ID("output", assetRel(int(k)%n))
+		method := "POST"
+		if (k/int64(n))%2 == 1 {
+			method = "DELETE"
+		}
+		req, _ := http.NewRequest(method, base+"/api/assets/"+id+"/tags", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s %s: %s", method, id, resp.Status)
+		}
+		done.Add(1)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	wg.Wait()
-	if e, ok := firstErr.Load().(error); ok {
-		return e
-	}
-	emit(result{fmt.Sprintf("tag_mutations_%dclients", conns), target, "mutations_per_s", "1/s", float64(done.Load()) / time.Since(start).Seconds()})
+	emit(result{fmt.Sprintf("tag_mutations_%dclients", conns), target, "mutations_per_s", "1/s", float64(done.Load()) / elapsed})
 	return nil
 }
 
