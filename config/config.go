@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -35,6 +36,15 @@ type Config struct {
 	// AllowedOrigins are browser origins (scheme://host[:port]) accepted in
 	// addition to same-origin requests.
 	AllowedOrigins []string
+	// AllowedHosts are Host names accepted besides IP literals, localhost and
+	// the listen address's host; "*" accepts any (no DNS-rebinding defence).
+	AllowedHosts []string
+	// TrustedProxies are the peers (CIDRs) whose X-Forwarded-For and
+	// X-Forwarded-Proto are believed. None by default.
+	TrustedProxies []netip.Prefix
+	// AllowUnauthenticated lets comfyshim listen on a non-loopback address
+	// with no API keys configured.
+	AllowUnauthenticated bool
 
 	// APIKeys, when any are set (here or in APIKeysFile), are required on
 	// every route but the health checks.
@@ -115,6 +125,36 @@ var settings = []setting{
 			return err
 		},
 		get: func(c *Config) string { return strings.Join(c.AllowedOrigins, ",") }},
+	{key: "allowed_hosts", flag: "allowed-hosts", list: true, usage: "comma-separated Host names accepted besides IP literals, localhost and the listen host (\"*\": any)",
+		set: func(c *Config, v string) error {
+			hosts, err := parseHosts(v)
+			c.AllowedHosts = hosts
+			return err
+		},
+		get: func(c *Config) string { return strings.Join(c.AllowedHosts, ",") }},
+	{key: "trusted_proxies", flag: "trusted-proxies", list: true, usage: "comma-separated CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed",
+		set: func(c *Config, v string) error {
+			nets, err := parseCIDRs(v)
+			c.TrustedProxies = nets
+			return err
+		},
+		get: func(c *Config) string {
+			out := make([]string, len(c.TrustedProxies))
+			for i, p := range c.TrustedProxies {
+				out[i] = p.String()
+			}
+			return strings.Join(out, ",")
+		}},
+	{key: "allow_unauthenticated", flag: "allow-unauthenticated", usage: "allow a non-loopback listen address without API keys",
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("want true or false, got %q", v)
+			}
+			c.AllowUnauthenticated = b
+			return nil
+		},
+		get: func(c *Config) string { return strconv.FormatBool(c.AllowUnauthenticated) }},
 	{key: "api_keys", flag: "api-keys", list: true, secret: true, usage: "comma-separated API keys clients must send (none: no authentication)",
 		set: func(c *Config, v string) error {
 			c.APIKeys = nil
@@ -276,6 +316,11 @@ func (c *Config) finish() error {
 	if err := validateListen(c.Listen); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// ComfyUI has no authentication and every caller looks local to it
+	// through comfyshim: never open it to a network by accident.
+	if !c.KeysConfigured() && !IsLoopbackListen(c.Listen) && !c.AllowUnauthenticated {
+		return fmt.Errorf("listen %s is reachable from other machines and no API keys are configured: set api_keys or api_keys_file, listen on 127.0.0.1, or set allow_unauthenticated: true", c.Listen)
+	}
 	if c.ComfyUIDir != "" {
 		def := func(p *string, sub string) {
 			if *p == "" {
@@ -293,6 +338,28 @@ func (c *Config) finish() error {
 		c.TagsFile = "comfyshim-tags.json"
 	}
 	return nil
+}
+
+// KeysConfigured reports whether authentication is on: keys were given by
+// any means, whatever a key file holds at the moment.
+func (c *Config) KeysConfigured() bool { return len(c.APIKeys) > 0 || c.APIKeysFile != "" }
+
+// Unprotected reports the mode that allow_unauthenticated permits: open to
+// the network with no keys.
+func (c *Config) Unprotected() bool { return !c.KeysConfigured() && !IsLoopbackListen(c.Listen) }
+
+// IsLoopbackListen reports whether a listen address only accepts connections
+// from this machine. An empty host listens on every interface.
+func IsLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // Effective lists every key with its value, for --check-config style output.
@@ -340,6 +407,47 @@ func parseOrigins(v string) ([]string, error) {
 			return nil, fmt.Errorf("origin %q: want scheme://host[:port]", o)
 		}
 		out = append(out, strings.ToLower(u.Scheme+"://"+u.Host))
+	}
+	return out, nil
+}
+
+// parseHosts reads Host names: lower case, no port, no trailing dot.
+func parseHosts(v string) ([]string, error) {
+	var out []string
+	for _, h := range strings.Split(v, ",") {
+		h = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
+		if h == "" {
+			continue
+		}
+		if h != "*" && (strings.ContainsAny(h, ":/ @") || strings.Contains(h, "*")) {
+			return nil, fmt.Errorf("host %q: want a bare host name such as comfy.example.com (no scheme or port), or *", h)
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// parseCIDRs reads networks; a bare address is a network of one.
+func parseCIDRs(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("%q: want a CIDR such as 10.0.0.0/8 or an IP address", s)
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q: want a CIDR such as 10.0.0.0/8 or an IP address", s)
+		}
+		out = append(out, p.Masked())
 	}
 	return out, nil
 }

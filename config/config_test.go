@@ -135,3 +135,70 @@ func TestExampleConfigIsValidAndComplete(t *testing.T) {
 		}
 	}
 }
+
+// Listening beyond loopback with no keys is refused unless asked for.
+func TestNonLoopbackListenNeedsKeys(t *testing.T) {
+	cases := []struct {
+		listen string
+		extra  map[string]string
+		ok     bool
+	}{
+		{"127.0.0.1:8189", nil, true},
+		{"[::1]:8189", nil, true},
+		{"localhost:8189", nil, true},
+		{"0.0.0.0:8189", nil, false},
+		{":8189", nil, false},
+		{"[::]:8189", nil, false},
+		{"192.168.1.5:8189", nil, false},
+		{"comfy.lan:8189", nil, false},
+		{"0.0.0.0:8189", map[string]string{"COMFYSHIM_API_KEYS": "k"}, true},
+		{"0.0.0.0:8189", map[string]string{"COMFYSHIM_API_KEYS_FILE": "/k"}, true},
+		{"0.0.0.0:8189", map[string]string{"COMFYSHIM_ALLOW_UNAUTHENTICATED": "true"}, true},
+	}
+	for _, tc := range cases {
+		e := map[string]string{"COMFYSHIM_LISTEN": tc.listen}
+		for k, v := range tc.extra {
+			e[k] = v
+		}
+		c, err := Load(nil, env(e), io.Discard)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s %v: err %v, want ok=%v", tc.listen, tc.extra, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "allow_unauthenticated") {
+			t.Errorf("%s: error does not say how to proceed: %v", tc.listen, err)
+		}
+		if err == nil && tc.extra["COMFYSHIM_ALLOW_UNAUTHENTICATED"] != "" && !c.Unprotected() {
+			t.Errorf("%s: Unprotected() false in allow_unauthenticated mode", tc.listen)
+		}
+	}
+}
+
+func TestAllowedHostsAndTrustedProxies(t *testing.T) {
+	file := writeFile(t, "allowed_hosts:\n  - Comfy.Example.com.\n  - '*'\ntrusted_proxies: [10.0.0.0/8, 127.0.0.1, '::1']\n")
+	c, err := Load([]string{"--config", file}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.AllowedHosts, " ") != "comfy.example.com *" {
+		t.Errorf("hosts %q", c.AllowedHosts)
+	}
+	var nets []string
+	for _, p := range c.TrustedProxies {
+		nets = append(nets, p.String())
+	}
+	if strings.Join(nets, " ") != "10.0.0.0/8 127.0.0.1/32 ::1/128" {
+		t.Errorf("trusted %q", nets)
+	}
+	for _, bad := range []map[string]string{
+		{"COMFYSHIM_TRUSTED_PROXIES": "10.0.0.0/33"},
+		{"COMFYSHIM_TRUSTED_PROXIES": "proxy.lan"},
+		{"COMFYSHIM_ALLOWED_HOSTS": "http://comfy.example.com"},
+		{"COMFYSHIM_ALLOWED_HOSTS": "comfy.example.com:443"},
+		{"COMFYSHIM_ALLOWED_HOSTS": "*.example.com"},
+		{"COMFYSHIM_ALLOW_UNAUTHENTICATED": "maybe"},
+	} {
+		if _, err := Load(nil, env(bad), io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}

@@ -137,11 +137,10 @@ func toJSON(c *gin.Context, x catalog.Asset) assetJSON {
 	return out
 }
 
+// requestOrigin is the scheme and host the client used: behind a trusted
+// https proxy, https.
 func requestOrigin(r *http.Request) string {
-	if r.TLS != nil {
-		return "https://" + r.Host
-	}
-	return "http://" + r.Host
+	return clientOf(r).scheme() + "://" + r.Host
 }
 
 func (a *assetAPI) list(c *gin.Context) {

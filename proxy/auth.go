@@ -1,237 +1,137 @@
 package proxy
 
 import (
-	"bufio"
-	"bytes"
-	"crypto/sha256"
-	"crypto/subtle"
+	"context"
+	"encoding/base64"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
 )
 
-// keyring holds the accepted API keys as SHA-256 digests, so comparing a
-// presented key costs the same whatever its length or prefix.
-type keyring struct {
-	static []string
-	file   string
-	log    *slog.Logger
-
-	keys    atomic.Pointer[[][32]byte]
-	fileSig string // size and mtime of the key file as last read
-}
-
-func newKeyring(static []string, file string, log *slog.Logger) (*keyring, error) {
-	k := &keyring{static: static, file: file, log: log}
-	if err := k.reload(); err != nil {
-		return nil, err
-	}
-	return k, nil
-}
-
-// reload re-reads the key file if it changed. A file that disappears or
-// becomes unreadable keeps the keys last read: failing open would drop
-// authentication.
-func (k *keyring) reload() error {
-	keys := make([][32]byte, 0, len(k.static))
-	for _, s := range k.static {
-		keys = append(keys, sha256.Sum256([]byte(s)))
-	}
-	if k.file != "" {
-		fi, err := os.Stat(k.file)
-		if err != nil {
-			return fmt.Errorf("api_keys_file %s: %w", k.file, err)
-		}
-		sig := fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
-		if sig == k.fileSig {
-			return nil
-		}
-		data, err := os.ReadFile(k.file)
-		if err != nil {
-			return fmt.Errorf("api_keys_file %s: %w", k.file, err)
-		}
-		sc := bufio.NewScanner(bytes.NewReader(data))
-		for sc.Scan() {
-			line := strings.TrimSpace(sc.Text())
-			if line != "" && !strings.HasPrefix(line, "#") {
-				keys = append(keys, sha256.Sum256([]byte(line)))
-			}
-		}
-		if k.fileSig != "" {
-			k.log.Info("API key file reloaded", "keys", len(keys))
-		}
-		k.fileSig = sig
-	}
-	k.keys.Store(&keys)
-	return nil
-}
-
-// watch re-reads the key file every interval until stop is closed.
-func (k *keyring) watch(interval time.Duration, stop <-chan struct{}) {
-	if k.file == "" {
-		return
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			if err := k.reload(); err != nil {
-				k.log.Warn("API key file not reloaded; keeping the previous keys", "err", err)
-			}
-		case <-stop:
-			return
-		}
-	}
-}
-
-func (k *keyring) enabled() bool { return len(*k.keys.Load()) > 0 }
-
-// valid compares in constant time against every key.
-func (k *keyring) valid(presented string) bool {
-	if presented == "" {
-		return false
-	}
-	d := sha256.Sum256([]byte(presented))
-	ok := 0
-	for _, key := range *k.keys.Load() {
-		ok |= subtle.ConstantTimeCompare(d[:], key[:])
-	}
-	return ok == 1
-}
-
-// failureLimiter refuses an address after too many failed authentications
-// in a window, without touching other addresses.
-type failureLimiter struct {
-	max    int
-	window time.Duration
-
-	mu   sync.Mutex
-	byIP map[string]*failures
-}
-
-type failures struct {
-	count int
-	start time.Time
-}
-
-func newFailureLimiter(max int, window time.Duration) *failureLimiter {
-	return &failureLimiter{max: max, window: window, byIP: map[string]*failures{}}
-}
-
-func (l *failureLimiter) blocked(ip string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f, ok := l.byIP[ip]
-	if !ok {
-		return false
-	}
-	if now.Sub(f.start) > l.window {
-		delete(l.byIP, ip)
-		return false
-	}
-	return f.count >= l.max
-}
-
-func (l *failureLimiter) fail(ip string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f, ok := l.byIP[ip]
-	if !ok || now.Sub(f.start) > l.window {
-		if len(l.byIP) > 100_000 { // bound memory under a spray of addresses
-			for k, v := range l.byIP {
-				if now.Sub(v.start) > l.window {
-					delete(l.byIP, k)
-				}
-			}
-		}
-		f = &failures{start: now}
-		l.byIP[ip] = f
-	}
-	f.count++
-}
-
-// exemptFromAuth are the routes probes call without credentials.
-func exemptFromAuth(r *http.Request) bool {
-	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz" ||
-		// CORS preflights carry no credentials by design.
-		(r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "")
-}
-
-// authenticate requires an API key when keys are configured: X-API-Key (the
-// Cloud scheme), Authorization: Bearer, or a token query parameter for
-// websockets and <img src>, where browsers cannot set headers. The key is
-// removed from the request before anything else sees it.
+// authenticate requires an API key whenever keys are configured: X-API-Key
+// (the Cloud scheme), Authorization: Bearer, HTTP Basic with the key as the
+// password, or a token query parameter for websockets and <img src>, where
+// browsers cannot set headers. Every copy of every credential is removed
+// from the request before anything else sees it, valid or not.
 func (s *Server) authenticate(c *gin.Context) {
 	r := c.Request
-	if !s.keys.enabled() || exemptFromAuth(r) {
+	if !s.keys.required || r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
 		c.Next()
 		return
 	}
-	ip := c.ClientIP()
-	now := time.Now()
-	if s.limiter.blocked(ip, now) {
-		c.Header("Retry-After", fmt.Sprint(int(s.limiter.window.Seconds())))
-		apiError(c, http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "too many failed authentications; try again later")
-		return
-	}
-	presented := r.Header.Get("X-API-Key")
-	bearer := false
-	if presented == "" {
-		if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-			presented, bearer = strings.TrimSpace(v), true
-		}
-	}
-	rawQuery, token := stripQueryParam(r.URL.RawQuery, "token")
-	if presented == "" {
-		presented = token
-	}
-	if !s.keys.valid(presented) {
-		s.limiter.fail(ip, now)
-		c.Header("WWW-Authenticate", `Bearer realm="comfyshim"`)
+	presented := takeCredentials(r)
+	c.Header("WWW-Authenticate", `Bearer realm="comfyshim"`)
+	if len(presented) == 0 {
+		// Not a guess: a browser tab or a misconfigured client. It does
+		// not count towards the failure limit.
 		apiError(c, http.StatusUnauthorized, "UNAUTHORIZED", "a valid API key is required (X-API-Key header, Authorization: Bearer, or token query parameter)")
 		return
 	}
-	// Never forward the key: ComfyUI has no use for it and logs requests.
-	r.Header.Del("X-API-Key")
-	if bearer {
-		r.Header.Del("Authorization")
+	ip := clientOf(r).ip
+	release, ok := s.limiter.enter(r.Context(), ip, time.Now())
+	if !ok {
+		tooMany(c, s.limiter)
+		return
 	}
-	if token != "" {
-		r.URL.RawQuery = rawQuery
+	valid := false
+	for _, p := range presented {
+		valid = s.keys.valid(p) || valid // check them all: same work either way
+	}
+	if valid {
+		release(false)
+		c.Next()
+		return
+	}
+	blocked := release(true)
+	if blocked {
+		tooMany(c, s.limiter)
+		return
+	}
+	apiError(c, http.StatusUnauthorized, "UNAUTHORIZED", "the API key is not valid")
+}
+
+func tooMany(c *gin.Context, l *failureLimiter) {
+	c.Header("Retry-After", fmt.Sprint(int(l.window.Seconds())))
+	apiError(c, http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "too many failed authentications from this address; try again later")
+}
+
+// takeCredentials removes every credential comfyshim accepts from r and
+// returns the presented values. ComfyUI has no use for them and logs
+// requests; a copy left behind would reach it.
+func takeCredentials(r *http.Request) []string {
+	var out []string
+	for _, v := range r.Header.Values("X-Api-Key") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	r.Header.Del("X-Api-Key")
+	for _, v := range r.Header.Values("Authorization") {
+		if k := keyFromAuthorization(v); k != "" {
+			out = append(out, k)
+		}
+	}
+	r.Header.Del("Authorization")
+	if raw, tokens := stripQueryParam(r.URL.RawQuery, "token"); len(tokens) > 0 {
+		out = append(out, tokens...)
+		r.URL.RawQuery = raw
 		r.URL.ForceQuery = false
 		r.RequestURI = r.URL.RequestURI()
 	}
-	c.Next()
+	return out
+}
+
+// keyFromAuthorization reads a key from "Bearer KEY" or "Basic
+// base64(user:KEY)" (the user name is ignored).
+func keyFromAuthorization(v string) string {
+	scheme, rest, _ := strings.Cut(strings.TrimSpace(v), " ")
+	rest = strings.TrimSpace(rest)
+	switch {
+	case strings.EqualFold(scheme, "Bearer"):
+		return rest
+	case strings.EqualFold(scheme, "Basic"):
+		dec, err := base64.StdEncoding.DecodeString(rest)
+		if err != nil {
+			return ""
+		}
+		_, pass, ok := strings.Cut(string(dec), ":")
+		if !ok {
+			return ""
+		}
+		return pass
+	}
+	return ""
 }
 
 // stripQueryParam removes every name=value pair from a raw query, leaving
-// the rest byte for byte, and returns the (unescaped) value of the first.
-func stripQueryParam(raw, name string) (string, string) {
-	if raw == "" || !strings.Contains(raw, name+"=") {
-		return raw, ""
+// the rest byte for byte, and returns the (unescaped) values removed. Names
+// are compared unescaped, so "%74oken=" is a token too.
+func stripQueryParam(raw, name string) (string, []string) {
+	if raw == "" {
+		return raw, nil
 	}
 	var kept []string
-	value := ""
+	var values []string
 	for _, part := range strings.Split(raw, "&") {
 		k, v, _ := strings.Cut(part, "=")
-		if k == name {
-			if value == "" {
-				value = unescapeQuery(v)
+		if k == name || unescapeQuery(k) == name {
+			if v = unescapeQuery(v); v != "" {
+				values = append(values, v)
+			} else {
+				values = append(values, "\x00empty") // an empty token is still a (wrong) credential
 			}
 			continue
 		}
 		kept = append(kept, part)
 	}
-	return strings.Join(kept, "&"), value
+	if values == nil {
+		return raw, nil
+	}
+	return strings.Join(kept, "&"), values
 }
 
 func unescapeQuery(v string) string {
@@ -239,4 +139,43 @@ func unescapeQuery(v string) string {
 		return u
 	}
 	return v
+}
+
+// enter admits a credential check from ip. Under the limit it returns at
+// once. While ip is blocked its checks run one at a time, each failure
+// holding the line for window/max, so guessing stays at the limit's pace
+// while a valid key still gets through; ok is false when too many requests
+// from ip are already waiting or the client gave up. release reports the
+// outcome and returns whether ip is (now) blocked.
+func (l *failureLimiter) enter(ctx context.Context, ip string, now time.Time) (release func(failed bool) bool, ok bool) {
+	line := l.lineFor(ip, now)
+	if line == nil {
+		return func(failed bool) bool {
+			if failed {
+				l.fail(ip, time.Now()) // answered 401; the next failure finds ip blocked
+			}
+			return false
+		}, true
+	}
+	if !line.join() {
+		return nil, false
+	}
+	select {
+	case line.turn <- struct{}{}:
+	case <-ctx.Done():
+		line.leave()
+		return nil, false
+	}
+	return func(failed bool) bool {
+		if failed {
+			l.fail(ip, time.Now())
+			// Hold the line even if the client hangs up: otherwise a quick
+			// valid answer and a slow wrong one would let a guesser cancel
+			// and move on at full speed.
+			time.Sleep(l.pace)
+		}
+		<-line.turn
+		line.leave()
+		return failed
+	}, true
 }

@@ -25,7 +25,7 @@ func newForwarder(upstream *url.URL, transport http.RoundTripper, log *slog.Logg
 			// ReverseProxy drops query parameters Go cannot parse (those with
 			// ';'); ComfyUI gets the query exactly as the client sent it.
 			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
-			pr.SetXForwarded()
+			setForwarded(pr)
 			// The origin middleware has already applied ComfyUI's same-origin
 			// rule to the client's Origin; ComfyUI sees its own Host, so it is
 			// given its own origin to compare against.
@@ -53,6 +53,28 @@ func newForwarder(upstream *url.URL, transport http.RoundTripper, log *slog.Logg
 			writeError(w, http.StatusBadGateway, "UPSTREAM_UNAVAILABLE", "ComfyUI upstream is unavailable: "+upstreamErrorText(err))
 		},
 	}
+}
+
+// setForwarded sets X-Forwarded-For, -Proto and -Host. Behind a trusted
+// proxy the chain it sent is extended; anyone else's is replaced, since a
+// client could write anything there.
+func setForwarded(pr *httputil.ProxyRequest) {
+	ci := clientOf(pr.In)
+	if !ci.trusted {
+		pr.SetXForwarded()
+		return
+	}
+	chain := strings.Join(pr.In.Header.Values("X-Forwarded-For"), ", ")
+	if chain != "" {
+		chain += ", "
+	}
+	pr.Out.Header.Set("X-Forwarded-For", chain+ci.peer)
+	pr.Out.Header.Set("X-Forwarded-Proto", ci.scheme())
+	host := pr.In.Header.Get("X-Forwarded-Host")
+	if host == "" {
+		host = pr.In.Host
+	}
+	pr.Out.Header.Set("X-Forwarded-Host", host)
 }
 
 // newTransport is sized for a proxy talking to one host: the default

@@ -61,7 +61,16 @@ func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return le
 // startShim serves cfg on a fresh loopback port until the test ends.
 func startShim(t testing.TB, cfg *config.Config) *shim {
 	t.Helper()
-	srv, err := New(cfg, Options{Logger: testLogger(t)})
+	return startShimOpts(t, cfg, Options{})
+}
+
+// startShimOpts is startShim with options (timings) of the test's choosing.
+func startShimOpts(t testing.TB, cfg *config.Config, opts Options) *shim {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	srv, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// cors answers preflights and marks responses for the configured cross-origin
-// frontends. Same-origin and non-browser requests get no CORS headers; a
+// cors answers every CORS preflight itself, so none is forwarded and none
+// needs a key, and marks responses for the configured cross-origin
+// frontends. Only origins in allowed get Access-Control-Allow-* headers; a
 // cross-site origin not in the list never gets here (originGuard refuses it).
 func cors(allowed []string) gin.HandlerFunc {
 	allow := map[string]bool{}
@@ -24,26 +25,30 @@ func cors(allowed []string) gin.HandlerFunc {
 		allow[strings.ToLower(o)] = true
 	}
 	return func(c *gin.Context) {
-		origin := c.Request.Header.Get("Origin")
-		if origin == "" || !allow[strings.ToLower(origin)] {
-			c.Next()
-			return
-		}
+		r := c.Request
+		origin := r.Header.Get("Origin")
+		ok := origin != "" && allow[strings.ToLower(origin)]
 		h := c.Writer.Header()
-		h.Add("Vary", "Origin")
-		h.Set("Access-Control-Allow-Origin", origin)
-		h.Set("Access-Control-Allow-Credentials", "true")
-		if c.Request.Method == http.MethodOptions && c.Request.Header.Get("Access-Control-Request-Method") != "" {
-			h.Add("Vary", "Access-Control-Request-Method, Access-Control-Request-Headers")
-			h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-			if req := c.Request.Header.Get("Access-Control-Request-Headers"); req != "" {
-				h.Set("Access-Control-Allow-Headers", req)
+		if ok {
+			h.Add("Vary", "Origin")
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Set("Access-Control-Allow-Credentials", "true")
+		}
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			if ok {
+				h.Add("Vary", "Access-Control-Request-Method, Access-Control-Request-Headers")
+				h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+				if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+					h.Set("Access-Control-Allow-Headers", req)
+				}
+				h.Set("Access-Control-Max-Age", "600")
 			}
-			h.Set("Access-Control-Max-Age", "600")
 			c.AbortWithStatus(http.StatusNoContent)
 			return
 		}
-		h.Set("Access-Control-Expose-Headers", "Content-Disposition, Content-Length")
+		if ok {
+			h.Set("Access-Control-Expose-Headers", "Content-Disposition, Content-Length")
+		}
 		c.Next()
 	}
 }
@@ -184,6 +189,8 @@ func (p *upstreamProbe) check(ctx context.Context) error {
 	return err
 }
 
+const unprotectedWarning = "allow_unauthenticated: comfyshim listens on a non-loopback address with no API keys; anyone who can reach it controls ComfyUI"
+
 func (s *Server) healthz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})
 }
@@ -197,9 +204,15 @@ func (s *Server) readyz(c *gin.Context) {
 	}
 	upErr := s.probe.check(c.Request.Context())
 	tagErr := s.tags.Err()
+	keyErr := s.keys.Err()
 	status, word := http.StatusOK, "ready"
-	if upErr != nil || tagErr != nil {
+	if upErr != nil || tagErr != nil || keyErr != nil {
 		status, word = http.StatusServiceUnavailable, "not_ready"
 	}
-	c.JSON(status, gin.H{"status": word, "checks": gin.H{"upstream": check(upErr), "sidecar": check(tagErr)}})
+	body := gin.H{"status": word, "checks": gin.H{"upstream": check(upErr), "sidecar": check(tagErr), "api_keys": check(keyErr)}}
+	if s.cfg.Unprotected() {
+		s.log.Warn(unprotectedWarning, "listen", s.cfg.Listen)
+		body["warnings"] = []string{unprotectedWarning}
+	}
+	c.JSON(status, body)
 }

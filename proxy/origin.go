@@ -37,7 +37,7 @@ func refuseOrigin(r *http.Request, allow map[string]bool) string {
 		}
 	}
 	allowed := originHost != "" && allow[strings.ToLower(origin)]
-	if strings.EqualFold(r.Header.Get("Sec-Fetch-Site"), "cross-site") && !allowed {
+	if strings.EqualFold(r.Header.Get("Sec-Fetch-Site"), "cross-site") && !allowed && !isNavigation(r) {
 		return "cross-site request refused"
 	}
 	// An Origin of "null" (sandboxed frames, file:// pages) has no host and
@@ -46,4 +46,15 @@ func refuseOrigin(r *http.Request, allow map[string]bool) string {
 		return "origin " + origin + " is not allowed"
 	}
 	return ""
+}
+
+// isNavigation is a person following a link or an SSO redirect to a page: a
+// top-level GET or HEAD for a document. It carries no body and, with
+// SameSite=Lax cookies, no more authority than typing the address; cross-site
+// fetches, subresources, unsafe methods and websocket upgrades are not.
+func isNavigation(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		strings.EqualFold(r.Header.Get("Sec-Fetch-Mode"), "navigate") &&
+		strings.EqualFold(r.Header.Get("Sec-Fetch-Dest"), "document") &&
+		!isUpgrade(r)
 }

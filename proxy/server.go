@@ -35,6 +35,7 @@ type Server struct {
 	metrics *metrics
 	keys    *keyring
 	limiter *failureLimiter
+	trusted trustedNets
 	probe   *upstreamProbe
 	stop    chan struct{} // closed by Close
 
@@ -46,6 +47,12 @@ type Server struct {
 // Options carries what New needs beyond the configuration.
 type Options struct {
 	Logger *slog.Logger
+	// KeyFileInterval is how often the API key file is re-read (2 s).
+	KeyFileInterval time.Duration
+	// FailureWindow is the failure limit's window (1 minute): 10 failed
+	// authentications in it block an address, whose further checks are
+	// then paced at window/10.
+	FailureWindow time.Duration
 }
 
 // Context keys read by the access log.
@@ -61,6 +68,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		log = slog.Default()
 	}
 	gin.SetMode(gin.ReleaseMode)
+	if opts.KeyFileInterval <= 0 {
+		opts.KeyFileInterval = 2 * time.Second
+	}
+	if opts.FailureWindow <= 0 {
+		opts.FailureWindow = time.Minute
+	}
 	e := gin.New()
 	// A trailing slash or odd casing belongs to whoever owns the route:
 	// unmatched paths are forwarded exactly as sent, never redirected.
@@ -94,14 +107,19 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		forward:  newForwarder(cfg.Upstream, transport, log, m.upstreamErrors.Inc),
 		metrics:  m,
 		keys:     keys,
-		limiter:  newFailureLimiter(10, time.Minute),
+		limiter:  newFailureLimiter(10, opts.FailureWindow),
+		trusted:  trustedNets(cfg.TrustedProxies),
 		probe:    &upstreamProbe{url: cfg.Upstream.String() + "/system_stats", client: &http.Client{Transport: transport}},
 		stop:     make(chan struct{}),
 		hijacked: map[net.Conn]struct{}{},
 	}
-	go keys.watch(2*time.Second, s.stop)
+	go keys.watch(opts.KeyFileInterval, s.stop)
+	if cfg.Unprotected() {
+		log.Warn(unprotectedWarning, "listen", cfg.Listen)
+	}
 
-	e.Use(s.accessLog, s.recovery, originGuard(cfg.AllowedOrigins), cors(cfg.AllowedOrigins), s.authenticate)
+	e.Use(s.identifyClient, s.accessLog, s.recovery, hostGuard(cfg.Listen, cfg.AllowedHosts),
+		originGuard(cfg.AllowedOrigins), cors(cfg.AllowedOrigins), s.authenticate)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", m.handler())
@@ -280,7 +298,7 @@ func (s *Server) accessLog(c *gin.Context) {
 			slog.Int("bytes", max(c.Writer.Size(), 0)),
 			slog.Duration("duration", d),
 			slog.String("route", kind),
-			slog.String("remote", c.ClientIP()),
+			slog.String("remote", clientOf(c.Request).ip),
 		)
 	}()
 	c.Next()
