@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 	"sync/atomic"
 	"time"
 
@@ -251,6 +252,13 @@ func (a *assetAPI) modify(c *gin.Context, remove bool) {
 	case errors.Is(err, tagstore.ErrSidecarInvalid):
 		apiError(c, http.StatusServiceUnavailable, "SIDECAR_INVALID", "the tags file on disk does not parse; fix it to resume changes: "+err.Error())
 		return
+	case errors.Is(err, tagstore.ErrBusy):
+		c.Header("Retry-After", "1")
+		apiError(c, http.StatusServiceUnavailable, "SIDECAR_BUSY", "the tags file kept changing on disk during the write; nothing was changed, try again")
+		return
+	case errors.Is(err, tagstore.ErrNotDurable):
+		apiError(c, http.StatusInternalServerError, "SIDECAR_NOT_DURABLE", "the change is in the tags file, but its folder could not be synced: it may not survive a power loss")
+		return
 	case err != nil:
 		apiError(c, http.StatusInternalServerError, "INTERNAL_ERROR", "saving tags failed")
 		return
@@ -265,6 +273,9 @@ func (a *assetAPI) modify(c *gin.Context, remove bool) {
 // parseTagsBody reads {"tags":[...]} and returns the tags normalised, or the
 // error code and reason.
 func parseTagsBody(body []byte) ([]string, string, error) {
+	if !utf8.Valid(body) {
+		return nil, "INVALID_JSON", errors.New("body is not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	var v any
 	if err := dec.Decode(&v); err != nil {
@@ -294,6 +305,11 @@ func parseTagsBody(body []byte) ([]string, string, error) {
 		if !ok {
 			return nil, "INVALID_BODY", fmt.Errorf("tags[%d] is not a string", i)
 		}
+		// The decoder turns an unpaired surrogate escape (\ud800) into
+		// U+FFFD; only a literal or escaped U+FFFD may stand for itself.
+		if strings.ContainsRune(s, utf8.RuneError) && !writesReplacementChar(body) {
+			return nil, "INVALID_BODY", fmt.Errorf("tags[%d] is not valid Unicode (unpaired surrogate escape)", i)
+		}
 		tags[i] = s
 	}
 	norm, err := tagstore.NormalizeTags(tags)
@@ -303,6 +319,14 @@ func parseTagsBody(body []byte) ([]string, string, error) {
 	return norm, "", nil
 }
 
+func writesReplacementChar(body []byte) bool {
+	return bytes.Contains(body, []byte("\uFFFD")) || bytes.Contains(bytes.ToLower(body), []byte(`\ufffd`))
+}
+
+// maxOffset caps offset parameters as OSS ComfyUI does: beyond it paging is
+// a denial of service, not a use.
+const maxOffset = 10_000_000
+
 func (a *assetAPI) listTags(c *gin.Context) {
 	qv := c.Request.URL.Query()
 	limit, err := intParam(qv, "limit", 100, 1, 1000)
@@ -310,7 +334,7 @@ func (a *assetAPI) listTags(c *gin.Context) {
 		apiError(c, http.StatusBadRequest, "INVALID_QUERY", err.Error())
 		return
 	}
-	offset, err := intParam(qv, "offset", 0, 0, -1)
+	offset, err := intParam(qv, "offset", 0, 0, maxOffset)
 	if err != nil {
 		apiError(c, http.StatusBadRequest, "INVALID_QUERY", err.Error())
 		return
@@ -395,7 +419,7 @@ func parseListQuery(qv url.Values) (listQuery, error) {
 	if q.limit, err = intParam(qv, "limit", 20, 1, 500); err != nil {
 		return q, err
 	}
-	if q.offset, err = intParam(qv, "offset", 0, 0, -1); err != nil {
+	if q.offset, err = intParam(qv, "offset", 0, 0, maxOffset); err != nil {
 		return q, err
 	}
 	q.sort = "created_at"
@@ -426,6 +450,16 @@ func parseFilter(qv url.Values) (catalog.Filter, error) {
 	f.Any = tagList(qv["tags_any"])
 	f.None = append(tagList(qv["exclude_tags"]), tagList(qv["tags_none"])...)
 	f.NameContains = qv.Get("name_contains")
+	if n := len(f.All) + len(f.Any) + len(f.None); n > maxFilterTags {
+		return f, fmt.Errorf("%d tags in filters; at most %d", n, maxFilterTags)
+	}
+	for _, list := range [][]string{f.All, f.Any, f.None, {f.NameContains}} {
+		for _, t := range list {
+			if !utf8.ValidString(t) {
+				return f, errors.New("filter values must be valid UTF-8")
+			}
+		}
+	}
 	if mf := qv.Get("metadata_filter"); mf != "" {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(mf), &m); err != nil {
@@ -436,6 +470,9 @@ func parseFilter(qv url.Values) (catalog.Filter, error) {
 	}
 	return f, nil
 }
+
+// maxFilterTags bounds the tags one listing may filter by, as OSS does.
+const maxFilterTags = 100
 
 func tagList(vals []string) []string {
 	var out []string

@@ -1,11 +1,11 @@
 package tagstore
 
 import (
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 )
 
@@ -13,7 +13,7 @@ import (
 // tell its own writes (and untouched files) from a person's edits.
 type fileSig struct {
 	exists bool
-	ino    uint64
+	ino    uint64 // file identity where the platform has one (0 on Windows)
 	size   int64
 	mtime  time.Time
 	mode   os.FileMode
@@ -30,13 +30,26 @@ func (a fileSig) sameContent(b fileSig) bool {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+func metaOf(fi os.FileInfo) fileSig {
+	return fileSig{exists: true, ino: fileIno(fi), size: fi.Size(), mtime: fi.ModTime(), mode: fi.Mode().Perm()}
+}
+
 func sigOf(fi os.FileInfo, data []byte) fileSig {
-	s := fileSig{exists: true, size: fi.Size(), mtime: fi.ModTime(), mode: fi.Mode().Perm()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		s.ino = st.Ino
-	}
+	s := metaOf(fi)
 	s.crc = crc32.Checksum(data, castagnoli)
 	return s
+}
+
+// statSig is the file's metadata now; exists is false when there is none.
+func statSig(path string) (fileSig, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fileSig{}, nil
+	}
+	if err != nil {
+		return fileSig{}, err
+	}
+	return metaOf(fi), nil
 }
 
 // readIfChanged returns the file's content and signature, or nil data when
@@ -46,11 +59,7 @@ func readIfChanged(path string, known fileSig) (fileSig, []byte, error) {
 	if err != nil {
 		return fileSig{}, nil, err
 	}
-	meta := fileSig{exists: true, size: fi.Size(), mtime: fi.ModTime(), mode: fi.Mode().Perm()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		meta.ino = st.Ino
-	}
-	if meta.sameMeta(known) {
+	if metaOf(fi).sameMeta(known) {
 		return known, nil, nil
 	}
 	data, err := os.ReadFile(path)
@@ -74,19 +83,37 @@ func readIfChanged(path string, known fileSig) (fileSig, []byte, error) {
 	return sig, data, nil
 }
 
+var (
+	// errStale means the file changed on disk since it was last read: a
+	// person saved. Nothing was replaced; read it again and retry.
+	errStale = errors.New("tags file changed on disk during the write")
+	// ErrNotDurable means the new file is in place but the folder could not
+	// be synced: the change is visible, and may not survive a power loss.
+	ErrNotDurable = errors.New("tags file replaced, but the folder could not be synced")
+)
+
+// syncDir is a variable so tests can make the folder sync fail.
+var syncDir = syncDirPlatform
+
 // writeAtomic replaces path with data so that a crash at any instant leaves
-// either the old or the new complete file: write a temporary file in the same
-// folder, fsync it, rename it over path, fsync the folder.
-func writeAtomic(path string, data []byte, mode os.FileMode) (fileSig, error) {
+// either the old or the new complete file: write a temporary file in the
+// same folder, fsync it, put it in place of path, fsync the folder.
+//
+// expected is the file as comfyshim last read or wrote it. A person's save
+// made since then is never overwritten: the file is checked just before it
+// is replaced, and where the platform can swap two files atomically (Linux,
+// macOS) the displaced file is checked after the swap too and swapped back
+// if it was not the expected one. Either way errStale is returned.
+func writeAtomic(path string, data []byte, mode os.FileMode, expected fileSig) (fileSig, error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fileSig{}, err
 	}
 	tmp := f.Name()
-	ok := false
+	placed := false
 	defer func() {
-		if !ok {
+		if !placed {
 			_ = f.Close()
 			_ = os.Remove(tmp)
 		}
@@ -107,23 +134,57 @@ func writeAtomic(path string, data []byte, mode os.FileMode) (fileSig, error) {
 	if err := f.Close(); err != nil {
 		return fileSig{}, err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	written := sigOf(fi, data)
+
+	now, err := statSig(path)
+	if err != nil {
 		return fileSig{}, err
 	}
-	ok = true
+	if now.exists != expected.exists || (now.exists && !now.sameMeta(expected)) {
+		return fileSig{}, errStale
+	}
+	if !expected.exists {
+		// Create without replacing: a file that appeared meanwhile is a
+		// person's and is kept.
+		switch err := os.Link(tmp, path); {
+		case err == nil:
+			_ = os.Remove(tmp)
+		case errors.Is(err, os.ErrExist):
+			return fileSig{}, errStale
+		default: // no hard links on this filesystem
+			if err := replaceFile(tmp, path); err != nil {
+				return fileSig{}, err
+			}
+		}
+	} else {
+		swapped, err := exchange(tmp, path)
+		if err != nil {
+			return fileSig{}, err
+		}
+		if swapped {
+			// tmp now holds what was at path an instant ago.
+			old, err := os.Lstat(tmp)
+			if err != nil {
+				return fileSig{}, err
+			}
+			if !metaOf(old).sameMeta(expected) {
+				// A save landed between the check and the swap: put it back.
+				if _, err := exchange(tmp, path); err != nil {
+					placed = true // both files still exist; leave them for a person
+					return fileSig{}, fmt.Errorf("restoring a save made during the write (kept as %s): %w", tmp, err)
+				}
+				return fileSig{}, errStale
+			}
+			_ = os.Remove(tmp)
+		} else if err := replaceFile(tmp, path); err != nil {
+			return fileSig{}, err
+		}
+	}
+	placed = true
 	if err := syncDir(dir); err != nil {
-		return fileSig{}, fmt.Errorf("fsync %s: %w", dir, err)
+		return written, fmt.Errorf("%w: fsync %s: %v", ErrNotDurable, dir, err)
 	}
-	return sigOf(fi, data), nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return written, nil
 }
 
 // probeWritable fails early, naming the folder, when the sidecar could

@@ -50,14 +50,28 @@ func (e *ParseError) Error() string {
 	return fmt.Sprintf("line %d, column %d: %s", e.Line, e.Column, e.Msg)
 }
 
-// Parse reads a sidecar file. An empty (or all-whitespace) file holds no
-// assets. Every problem, including a bad entry deep inside, is an error with
-// its line and column: nothing a person wrote is silently dropped.
+// Parse reads a sidecar file. Every problem, including a bad entry deep
+// inside, is an error with its line and column: nothing a person wrote is
+// silently dropped. An empty (or all-whitespace) file is an error too: it is
+// a save in progress (shell ">", editors that truncate then write) or a
+// truncated file, never a store with no tags.
 func Parse(data []byte) (map[string]Entry, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return map[string]Entry{}, nil
+		return nil, &ParseError{Line: 1, Column: 1, Msg: "the file is empty (a save in progress or a truncated file); delete it to start with no tags"}
 	}
 	p := &parser{data: data, dec: json.NewDecoder(bytes.NewReader(data))}
+	if !utf8.Valid(data) {
+		// The decoder would turn bad bytes into U+FFFD without a word.
+		off := 0
+		for off < len(data) {
+			r, size := utf8.DecodeRune(data[off:])
+			if r == utf8.RuneError && size <= 1 {
+				break
+			}
+			off += size
+		}
+		return nil, p.errAt(int64(off), "invalid UTF-8")
+	}
 	p.dec.DisallowUnknownFields()
 	m, err := p.document()
 	if err != nil {
@@ -207,6 +221,9 @@ func (p *parser) assets() (map[string]Entry, error) {
 			}
 		}
 		e := Entry{Path: raw.Path, Tags: sortedUnique(*raw.Tags)}
+		if len(e.Tags) > MaxTagsPerAsset {
+			return nil, p.errAt(vat, "asset %s: %d tags; at most %d per asset", id, len(e.Tags), MaxTagsPerAsset)
+		}
 		if !utf8.ValidString(raw.Path) {
 			return nil, p.errAt(vat, "asset %s: path is not valid UTF-8", id)
 		}

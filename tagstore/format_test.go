@@ -2,6 +2,7 @@ package tagstore
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -30,9 +31,14 @@ func TestParseValid(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %#v\nwant %#v", got, want)
 	}
-	for _, empty := range []string{"", "  \n", `{"version":1}`} {
-		if m, err := Parse([]byte(empty)); err != nil || len(m) != 0 {
-			t.Fatalf("Parse(%q) = %v, %v", empty, m, err)
+	if m, err := Parse([]byte(`{"version":1}`)); err != nil || len(m) != 0 {
+		t.Fatalf("no assets: %v, %v", m, err)
+	}
+	// An empty file is a save in progress, never a store without tags.
+	for _, empty := range []string{"", "  \n\t"} {
+		var pe *ParseError
+		if _, err := Parse([]byte(empty)); !errors.As(err, &pe) || !strings.Contains(pe.Msg, "empty") {
+			t.Fatalf("Parse(%q): %v", empty, err)
 		}
 	}
 }
@@ -61,6 +67,8 @@ func TestParseErrorsHaveLocation(t *testing.T) {
 		{"unknown entry field", "{\"version\":1,\"assets\":{\"" + idA + "\":{\"tags\":[],\"colour\":1}}}", 1, "unknown field"},
 		{"bad time", "{\"version\":1,\"assets\":{\"" + idA + "\":{\"tags\":[],\"updated_at\":\"yesterday\"}}}", 1, "RFC 3339"},
 		{"trailing data", "{\"version\":1}\n{}", 2, "after"},
+		{"invalid UTF-8", "{\"version\":1,\"assets\":{\n\"" + idA + "\":{\"tags\":[\"a\xff\"]}}}", 2, "invalid UTF-8"},
+		{"too many tags", "{\"version\":1,\"assets\":{\n\"" + idA + "\":{\"tags\":[" + manyTags(MaxTagsPerAsset+1) + "]}}}", 2, "at most 256 per asset"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,4 +190,12 @@ func TestCanonicalID(t *testing.T) {
 			t.Errorf("CanonicalID(%q) accepted", bad)
 		}
 	}
+}
+
+func manyTags(n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = fmt.Sprintf("%q", fmt.Sprint("t", i))
+	}
+	return strings.Join(parts, ",")
 }

@@ -300,25 +300,65 @@ func (s *Store) commitLoop() {
 	}
 }
 
+// maxStaleRetries bounds how often one batch is re-applied on top of hand
+// saves that keep landing during its write.
+const maxStaleRetries = 8
+
+// ErrBusy is returned when the file kept changing on disk under a write.
+var ErrBusy = errors.New("tags file keeps changing on disk; try again")
+
 // commit applies a batch of mutations on top of the file as it is on disk
 // now, writes the result durably, and only then publishes and acknowledges.
+// A hand save that lands during the write is never overwritten: the batch
+// is applied again on top of it.
 func (s *Store) commit(batch []*op) {
-	fail := func(err error) {
-		for _, o := range batch {
-			o.reply <- opResult{err: err}
+	reply := func(results []opResult, err error) {
+		for i, o := range batch {
+			if err != nil {
+				o.reply <- opResult{err: err}
+			} else {
+				o.reply <- results[i]
+			}
 		}
 	}
-	// A person may have saved the file since it was last read, faster than
-	// the watcher's debounce: pick their edit up first, never write over it.
-	if err := s.syncFromDisk(); err != nil {
-		fail(err)
-		return
+	for attempt := 0; ; attempt++ {
+		// A person may have saved the file since it was last read, faster
+		// than the watcher's debounce: pick their edit up first.
+		if err := s.syncFromDisk(); err != nil {
+			reply(nil, err)
+			return
+		}
+		if err := s.Err(); err != nil {
+			reply(nil, err)
+			return
+		}
+		overlay, results := s.apply(batch)
+		if len(overlay) == 0 {
+			reply(results, nil)
+			return
+		}
+		err := s.write(overlay)
+		switch {
+		case err == nil:
+			reply(results, nil)
+			return
+		case errors.Is(err, errStale) && attempt < maxStaleRetries:
+			continue
+		case errors.Is(err, errStale):
+			reply(nil, ErrBusy)
+			return
+		default:
+			// ErrNotDurable included: the change is in the file and in
+			// memory alike, and the reply says it may not survive a crash.
+			s.log.Error("writing tags file", "err", err)
+			reply(nil, fmt.Errorf("writing tags file: %w", err))
+			return
+		}
 	}
-	if err := s.Err(); err != nil {
-		fail(err)
-		return
-	}
+}
 
+// apply computes the batch's effect on the current document.
+func (s *Store) apply(batch []*op) (map[string]Entry, []opResult) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	overlay := map[string]Entry{}
 	results := make([]opResult, len(batch))
@@ -330,6 +370,10 @@ func (s *Store) commit(batch []*op) {
 			}
 		}
 		tags, changed, unchanged := applyTags(cur.Tags, o.tags, o.remove)
+		if len(tags) > MaxTagsPerAsset {
+			results[i].err = fmt.Errorf("%w: the asset would carry %d tags; at most %d per asset", ErrInvalidTags, len(tags), MaxTagsPerAsset)
+			continue
+		}
 		results[i].change = Change{Changed: changed, Unchanged: unchanged, Tags: tags}
 		if len(changed) > 0 {
 			if cur.Path == "" {
@@ -338,16 +382,7 @@ func (s *Store) commit(batch []*op) {
 			overlay[o.id] = Entry{Path: cur.Path, Tags: tags, UpdatedAt: now}
 		}
 	}
-	if len(overlay) > 0 {
-		if err := s.write(overlay); err != nil {
-			s.log.Error("writing tags file", "err", err)
-			fail(fmt.Errorf("writing tags file: %w", err))
-			return
-		}
-	}
-	for i, o := range batch {
-		o.reply <- results[i]
-	}
+	return overlay, results
 }
 
 // applyTags returns the sorted tag list after adding or removing req, with
@@ -419,15 +454,20 @@ func (s *Store) write(overlay map[string]Entry) error {
 	s.buf = buf
 
 	start := time.Now()
-	sig, err := writeAtomic(s.path, buf, s.mode)
-	if s.onWrite != nil {
+	sig, err := writeAtomic(s.path, buf, s.mode, s.disk)
+	if s.onWrite != nil && !errors.Is(err, errStale) {
 		s.onWrite(time.Since(start), err)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrNotDurable) {
 		return err
 	}
 	s.disk = sig
+	defer s.publish(overlay, ids, raws)
+	return err
+}
 
+// publish makes a written overlay what readers see.
+func (s *Store) publish(overlay map[string]Entry, ids []string, raws [][]byte) {
 	v := s.view.Load()
 	counts := cloneCounts(v.aggregates)
 	for id, e := range overlay {
@@ -451,7 +491,6 @@ func (s *Store) write(overlay map[string]Entry) error {
 		changed = append(changed, id)
 	}
 	s.recordChange(changed)
-	return nil
 }
 
 // changeLogSize bounds how many recent writes ChangedSince can describe.

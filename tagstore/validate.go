@@ -15,6 +15,9 @@ import (
 const (
 	MaxTagLen         = 128 // characters, after trimming
 	MaxTagsPerRequest = 256
+	// MaxTagsPerAsset bounds one asset's tag list, and with it the memory
+	// and work a single asset can cost.
+	MaxTagsPerAsset = 256
 )
 
 // ErrInvalidTags reports a tag list a caller must not store; the message says why.

@@ -37,7 +37,8 @@ type Index struct {
 	orders *orderCache // depends on the files only: shared by updated indexes
 
 	bitsMu    sync.Mutex          // guards bits and tagOrders
-	bits      map[string]bitset   // tag -> assets carrying it
+	bits      map[string]bitset   // tag -> assets carrying it, bounded by bitsetBudget
+	empty     bitset              // the set of a tag nobody carries
 	tagOrders map[bool][]TagCount // by name (true) or by count (false)
 }
 
@@ -142,22 +143,42 @@ func (x *Index) Update(ids []string, tags Tags, gen uint64) *Index {
 	return nx
 }
 
-// tagBits returns the set of assets carrying t, computing it on first use.
+// bitsetBudget bounds the memory of one index's cached per-tag sets. A
+// filter names tags of the client's choosing: unbounded, a few queries
+// naming new tags would grow the heap without end.
+var bitsetBudget = 32 << 20
+
+// tagBits returns the set of assets carrying t. Sets of tags that some
+// listed asset carries are cached within bitsetBudget (an arbitrary one is
+// dropped when it is full); a tag nobody carries gets a shared empty set.
 func (x *Index) tagBits(t string) bitset {
 	x.bitsMu.Lock()
 	defer x.bitsMu.Unlock()
 	if b, ok := x.bits[t]; ok {
 		return b
 	}
+	if x.Counts[t] == 0 {
+		if x.empty == nil {
+			x.empty = newBitset(len(x.Assets))
+		}
+		return x.empty
+	}
 	b := newBitset(len(x.Assets))
-	if x.Counts[t] > 0 {
-		for i := range x.Assets {
-			if has(x.Assets[i].Tags, t) {
-				b.set(i)
-			}
+	for i := range x.Assets {
+		if has(x.Assets[i].Tags, t) {
+			b.set(i)
 		}
 	}
-	x.bits[t] = b
+	size := 8*len(b) + 64
+	for t := range x.bits {
+		if (len(x.bits)+1)*size <= bitsetBudget {
+			break
+		}
+		delete(x.bits, t)
+	}
+	if size <= bitsetBudget {
+		x.bits[t] = b
+	}
 	return b
 }
 
