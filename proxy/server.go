@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -92,7 +93,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	files, err := catalog.New(assetRoots(cfg), log)
+	files, err := catalog.New(assetRoots(cfg, log), log)
 	if err != nil {
 		_ = store.Close()
 		return nil, fmt.Errorf("asset folders: %w", err)
@@ -141,13 +142,21 @@ func (s *Server) Close() error {
 	return errors.Join(s.files.Close(), s.tags.Close())
 }
 
-// assetRoots are the ComfyUI folders whose files are assets.
-func assetRoots(cfg *config.Config) []catalog.Root {
+// assetRoots are the ComfyUI folders whose files are assets, with the model
+// folders ComfyUI's extra_model_paths.yaml adds.
+func assetRoots(cfg *config.Config, log *slog.Logger) []catalog.Root {
 	var roots []catalog.Root
 	for _, r := range []catalog.Root{{Name: "input", Dir: cfg.InputDir}, {Name: "output", Dir: cfg.OutputDir}, {Name: "models", Dir: cfg.ModelsDir}} {
 		if r.Dir != "" {
 			roots = append(roots, r)
 		}
+	}
+	if cfg.ComfyUIDir != "" {
+		extra, err := catalog.ExtraModelPaths(filepath.Join(cfg.ComfyUIDir, "extra_model_paths.yaml"))
+		if err != nil {
+			log.Warn("extra_model_paths.yaml not used", "err", err)
+		}
+		roots = append(roots, extra...)
 	}
 	return roots
 }

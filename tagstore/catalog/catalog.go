@@ -15,18 +15,29 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/google/uuid"
-	"golang.org/x/sys/unix"
 )
 
-// Root is one asset folder. Name is the root tag: "input", "output" or "models".
+// Root is one asset folder. Name is the root tag: "input", "output" or
+// "models". Category, for a folder that holds one model category (from
+// extra_model_paths.yaml), is that category; files in it are reported as if
+// they were in models/<category>/.
 type Root struct {
-	Name string
-	Dir  string
+	Name     string
+	Dir      string
+	Category string
+}
+
+// key names the root in asset ids: a folder of extra_model_paths.yaml gets
+// ids of its own, distinct from models/<category>/ with the same file names.
+func (r Root) key() string {
+	if r.Category == "" {
+		return r.Name
+	}
+	return r.Name + "@" + r.Category + "@" + filepath.Clean(r.Dir)
 }
 
 // File is one asset file. Values are shared between snapshots: read only.
@@ -42,6 +53,7 @@ type File struct {
 	Accessed   time.Time
 	Defaults   []string // tags before any edit
 	LoaderPath string   // models only: path inside the model folder
+	full       string   // the file's path with symlinked folders resolved, as scanned
 }
 
 // Path is the root name and path inside it, e.g. "output/ComfyUI_00001_.png".
@@ -180,53 +192,18 @@ func (c *Catalog) Rescan() {
 		if r.Dir == "" {
 			continue
 		}
-		_ = c.watcher.Add(r.Dir) // error if missing: then the rescan ticker finds it later
-		err := filepath.WalkDir(r.Dir, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				if p == r.Dir && errors.Is(err, fs.ErrNotExist) {
-					return fs.SkipAll
-				}
-				c.log.Warn("scanning assets", "path", p, "err", err)
-				return nil
+		c.walkRoot(r, func(rel, full string, info fs.FileInfo) {
+			if r.Category != "" {
+				rel = r.Category + "/" + rel
 			}
-			name := d.Name()
-			if p != r.Dir && strings.HasPrefix(name, ".") {
-				if d.IsDir() {
-					return fs.SkipDir
-				}
-				return nil
-			}
-			if d.IsDir() {
-				if p != r.Dir {
-					_ = c.watcher.Add(p)
-				}
-				return nil
-			}
-			// Only regular files: a symlink could lead outside the folder.
-			if !d.Type().IsRegular() || isPlaceholder(name) {
-				return nil
-			}
-			rel, err := filepath.Rel(r.Dir, p)
-			if err != nil {
-				return nil
-			}
-			rel = filepath.ToSlash(rel)
-			info, err := d.Info()
-			if err != nil {
-				return nil
-			}
-			id := ID(r.Name, rel)
-			if f, ok := old.byID[id]; ok && f.Size == info.Size() && f.Modified.Equal(info.ModTime()) {
+			id := ID(r.key(), rel)
+			if f, ok := old.byID[id]; ok && f.Size == info.Size() && f.Modified.Equal(info.ModTime()) && f.full == full {
 				files = append(files, f)
-				return nil
+				return
 			}
 			changed = true
-			files = append(files, newFile(r.Name, rel, p, info))
-			return nil
+			files = append(files, newFile(r, rel, full, info))
 		})
-		if err != nil {
-			c.log.Warn("scanning assets", "root", r.Dir, "err", err)
-		}
 	}
 	if !changed && len(files) == len(old.Files) {
 		return
@@ -239,14 +216,72 @@ func (c *Catalog) Rescan() {
 	c.snap.Store(&Snapshot{Files: files, byID: byID, Gen: c.gen.Add(1)})
 }
 
+// maxDepth bounds how deep a walk goes, whatever symlinked folders do.
+const maxDepth = 64
+
+// walkRoot calls found for every asset file under r. Symlinked folders are
+// followed, as ComfyUI does (models on another disk are usually linked in),
+// each real folder once so a link loop ends; symlinked files are not listed.
+// Hidden files and folders and ComfyUI's placeholders are skipped.
+func (c *Catalog) walkRoot(r Root, found func(rel, full string, info fs.FileInfo)) {
+	top, err := filepath.EvalSymlinks(r.Dir)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			c.log.Warn("scanning assets", "root", r.Dir, "err", err)
+		}
+		return // a folder that appears later is found by the periodic rescan
+	}
+	visited := map[string]bool{}
+	var walk func(dir, rel string, depth int)
+	walk = func(dir, rel string, depth int) {
+		if visited[dir] || depth > maxDepth {
+			return
+		}
+		visited[dir] = true
+		_ = c.watcher.Add(dir)
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			c.log.Warn("scanning assets", "path", dir, "err", err)
+			return
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if strings.HasPrefix(name, ".") {
+				continue
+			}
+			p := filepath.Join(dir, name)
+			sub := path.Join(rel, name)
+			switch t := e.Type(); {
+			case t&fs.ModeSymlink != 0:
+				real, err := filepath.EvalSymlinks(p)
+				if err != nil {
+					continue // dangling
+				}
+				if fi, err := os.Stat(real); err == nil && fi.IsDir() {
+					walk(real, sub, depth+1)
+				}
+			case t.IsDir():
+				walk(p, sub, depth+1)
+			case t.IsRegular() && !isPlaceholder(name):
+				info, err := e.Info()
+				if err == nil {
+					found(sub, p, info)
+				}
+			}
+		}
+	}
+	walk(top, "", 0)
+}
+
 // isPlaceholder matches the empty "put_checkpoints_here" files ComfyUI ships.
 func isPlaceholder(name string) bool {
 	return strings.HasPrefix(name, "put_") && strings.HasSuffix(name, "_here")
 }
 
-func newFile(root, rel, full string, info fs.FileInfo) *File {
+func newFile(r Root, rel, full string, info fs.FileInfo) *File {
+	root := r.Name
 	f := &File{
-		ID:       ID(root, rel),
+		ID:       ID(r.key(), rel),
 		Root:     root,
 		Rel:      rel,
 		Name:     path.Base(rel),
@@ -256,17 +291,15 @@ func newFile(root, rel, full string, info fs.FileInfo) *File {
 		Created:  info.ModTime(),
 		Accessed: info.ModTime(),
 		Defaults: DefaultTags(root, rel),
+		full:     full,
 	}
-	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		f.Accessed = time.Unix(st.Atim.Unix())
+	if at, ok := accessTime(info); ok {
+		f.Accessed = at
 	}
-	var stx unix.Statx_t
-	if unix.Statx(unix.AT_FDCWD, full, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &stx) == nil && stx.Mask&unix.STATX_BTIME != 0 {
-		// A copy that kept its modification time was made earlier than the
-		// copy's birth time says: take the earlier of the two.
-		if bt := time.Unix(stx.Btime.Sec, int64(stx.Btime.Nsec)); bt.Before(f.Created) {
-			f.Created = bt
-		}
+	// A copy that kept its modification time was made earlier than the
+	// copy's birth time says: take the earlier of the two.
+	if bt, ok := birthTime(full, info); ok && bt.Before(f.Created) {
+		f.Created = bt
 	}
 	if root == "models" {
 		if _, inside, ok := strings.Cut(rel, "/"); ok {
@@ -306,17 +339,19 @@ func MIMEType(name string) string {
 	return "application/octet-stream"
 }
 
-// Open opens an asset's file for reading without leaving its root folder.
+// Open opens an asset's file for reading: the path the scan found it at,
+// never one derived from a request. Only a regular file is opened.
 func (c *Catalog) Open(f *File) (*os.File, error) {
-	for _, r := range c.roots {
-		if r.Name == f.Root {
-			root, err := os.OpenRoot(r.Dir)
-			if err != nil {
-				return nil, err
-			}
-			defer root.Close()
-			return root.Open(filepath.FromSlash(f.Rel))
-		}
+	if f.full == "" {
+		return nil, fs.ErrNotExist
 	}
-	return nil, fs.ErrNotExist
+	fh, err := os.Open(f.full)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := fh.Stat(); err != nil || !fi.Mode().IsRegular() {
+		fh.Close()
+		return nil, fs.ErrNotExist
+	}
+	return fh, nil
 }

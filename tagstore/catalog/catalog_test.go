@@ -58,7 +58,7 @@ func TestScanSkipsWhatIsNotAnAsset(t *testing.T) {
 	if err := os.Symlink(filepath.Join(dir, "secret.txt"), filepath.Join(dir, "output", "link.txt")); err != nil {
 		t.Fatal(err)
 	}
-	c, err := New([]Root{{"output", filepath.Join(dir, "output")}, {"models", filepath.Join(dir, "models")}, {"input", filepath.Join(dir, "missing")}}, nil)
+	c, err := New([]Root{{Name: "output", Dir: filepath.Join(dir, "output")}, {Name: "models", Dir: filepath.Join(dir, "models")}, {Name: "input", Dir: filepath.Join(dir, "missing")}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestNewFilesAppearWithoutRestart(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "output")
 	os.MkdirAll(out, 0o755)
-	c, err := New([]Root{{"output", out}}, nil)
+	c, err := New([]Root{{Name: "output", Dir: out}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
