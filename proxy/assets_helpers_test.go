@@ -25,11 +25,11 @@ import (
 
 // comfyDir is a temporary ComfyUI base folder.
 type comfyDir struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 }
 
-func newComfyDir(t *testing.T) *comfyDir {
+func newComfyDir(t testing.TB) *comfyDir {
 	t.Helper()
 	d := &comfyDir{t: t, base: t.TempDir()}
 	for _, sub := range []string{"input", "output", "models/checkpoints", "models/loras", "user"} {

@@ -133,6 +133,9 @@ func TestSortTiesBrokenByID(t *testing.T) {
 			t.Fatal(st)
 		}
 		l := decode[listResp](t, body)
+		if len(l.Assets) != len(ids) {
+			t.Fatalf("order=%s: %d assets, want %d", order, len(l.Assets), len(ids))
+		}
 		for i := 1; i < len(l.Assets); i++ {
 			a, b := l.Assets[i-1].ID, l.Assets[i].ID
 			if (order == "asc" && a > b) || (order == "desc" && a < b) {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -48,6 +49,12 @@ func newForwarder(upstream *url.URL, transport http.RoundTripper, log *slog.Logg
 				w.WriteHeader(499)
 				return
 			}
+			if cb, ok := r.Context().Value(clientBodyKey{}).(*clientBody); ok && cb.err != nil {
+				// The client's own body was malformed or cut short: its
+				// fault, not ComfyUI's.
+				writeError(w, http.StatusBadRequest, "INVALID_BODY", "reading the request body failed: "+cb.err.Error())
+				return
+			}
 			onError()
 			log.Warn("upstream error", "method", r.Method, "path", r.URL.Path, "err", err)
 			writeError(w, http.StatusBadGateway, "UPSTREAM_UNAVAILABLE", "ComfyUI upstream is unavailable: "+upstreamErrorText(err))
@@ -75,6 +82,25 @@ func setForwarded(pr *httputil.ProxyRequest) {
 		host = pr.In.Host
 	}
 	pr.Out.Header.Set("X-Forwarded-Host", host)
+}
+
+// clientBody remembers why reading a request body failed, so a malformed
+// upload is told apart from an unreachable upstream.
+type clientBody struct {
+	io.ReadCloser
+	err error
+}
+
+// clientBodyKey finds the request's clientBody from the error hook, which
+// sees the body only behind ReverseProxy's own wrapper.
+type clientBodyKey struct{}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
 }
 
 // newTransport is sized for a proxy talking to one host: the default

@@ -131,6 +131,25 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// Check reports every problem that would stop New or the listener from
+// starting with cfg, without starting anything (--check-config).
+func Check(cfg *config.Config) []error {
+	var errs []error
+	if _, err := newKeyring(cfg.APIKeys, cfg.APIKeysFile, slog.New(slog.DiscardHandler)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := tagstore.Check(cfg.TagsFile); err != nil {
+		errs = append(errs, err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("listen %s: %w", cfg.Listen, err))
+	} else {
+		_ = ln.Close()
+	}
+	return errs
+}
+
 // Close releases what New opened. Serve must have returned.
 func (s *Server) Close() error {
 	select {
@@ -178,6 +197,11 @@ func (s *Server) forwardHandler(c *gin.Context) {
 	c.Set(kindKey, kind)
 	// gin presets 404 for unmatched routes; the forwarder's WriteHeader
 	// replaces it with ComfyUI's status.
+	if b := c.Request.Body; b != nil && b != http.NoBody {
+		cb := &clientBody{ReadCloser: b}
+		c.Request = c.Request.WithContext(context.WithValue(c.Request.Context(), clientBodyKey{}, cb))
+		c.Request.Body = cb
+	}
 	tw := &trackingWriter{ResponseWriter: c.Writer, s: s}
 	s.forward.ServeHTTP(tw, c.Request)
 	if tw.conn != nil {

@@ -155,6 +155,45 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// Check reports what would stop Open at path, without creating or starting
+// anything: a folder that cannot be created or written, a file that cannot be
+// read or does not parse.
+func Check(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("tags file %s: %w", path, err)
+	}
+	dir := filepath.Dir(abs)
+	existing := dir
+	for {
+		fi, err := os.Stat(existing)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("tags file folder %s: %s is not a folder", dir, existing)
+			}
+			break
+		}
+		if !errors.Is(err, os.ErrNotExist) || filepath.Dir(existing) == existing {
+			return fmt.Errorf("tags file folder %s: %w", dir, err)
+		}
+		existing = filepath.Dir(existing)
+	}
+	if err := probeWritable(existing); err != nil {
+		return fmt.Errorf("tags file folder %s is not writable: %w", existing, err)
+	}
+	data, err := os.ReadFile(abs)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("tags file %s: %w", abs, err)
+	}
+	if _, err := Parse(data); err != nil {
+		return fmt.Errorf("tags file %s: %w", abs, err)
+	}
+	return nil
+}
+
 // Close stops watching and committing. Mutations already acknowledged are on
 // disk; later calls fail with ErrClosed.
 func (s *Store) Close() error {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -18,29 +19,36 @@ import (
 )
 
 func main() {
-	os.Exit(run())
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-func run() int {
-	cfg, err := config.Load(os.Args[1:], os.Getenv, os.Stderr)
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(args, getenv, stderr)
 	if errors.Is(err, config.ErrHelp) {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "comfyshim:", err)
+		fmt.Fprintln(stderr, "comfyshim:", err)
 		return 2
 	}
 	if cfg.Version {
-		fmt.Println("comfyshim", version())
+		fmt.Fprintln(stdout, "comfyshim", version())
 		return 0
 	}
 	if cfg.CheckOnly {
 		for _, kv := range cfg.Effective() {
-			fmt.Printf("%s: %s\n", kv[0], kv[1])
+			fmt.Fprintf(stdout, "%s: %s\n", kv[0], kv[1])
+		}
+		errs := proxy.Check(cfg)
+		for _, err := range errs {
+			fmt.Fprintln(stderr, "comfyshim: check:", err)
+		}
+		if len(errs) > 0 {
+			return 1
 		}
 		return 0
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
