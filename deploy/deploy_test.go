@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,6 +80,10 @@ func TestKubernetesManifests(t *testing.T) {
 	if !strings.HasSuffix(cfg.Listen, ":"+strconv.Itoa(port)) || !strings.HasPrefix(cfg.Listen, "0.0.0.0") {
 		t.Fatalf("listen %s does not match containerPort %d", cfg.Listen, port)
 	}
+	// In-cluster clients reach it by the Service's name.
+	if svc := dig(kinds["Service"], "metadata", "name").(string); !slices.Contains(cfg.AllowedHosts, svc) {
+		t.Fatalf("allowed_hosts %q lacks the Service name %q", cfg.AllowedHosts, svc)
+	}
 	if dig(kinds["Deployment"], "spec", "template", "spec", "securityContext", "runAsNonRoot") != true {
 		t.Fatal("must run as non-root")
 	}
@@ -93,7 +98,7 @@ func TestCompose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("compose environment: %v", err)
 	}
-	if cfg.Upstream.Host != "comfyui:8188" || cfg.ComfyUIDir != "/ComfyUI" || cfg.APIKeysFile == "" {
+	if cfg.Upstream.Host != "comfyui:8188" || cfg.ComfyUIDir != "/ComfyUI" || cfg.APIKeysFile == "" || !slices.Contains(cfg.AllowedHosts, "comfyshim") {
 		t.Fatalf("compose environment not applied: %+v", cfg)
 	}
 	if dig(svc, "build", "dockerfile") != "deploy/Dockerfile" {
