@@ -50,6 +50,8 @@ type Config struct {
 	// every route but the health checks.
 	APIKeys     []string
 	APIKeysFile string // one key per line; re-read when it changes
+	// SessionLifetime is how long a browser sign-in lasts.
+	SessionLifetime time.Duration
 
 	MaxBodyBytes          int64         // bound on local JSON request bodies
 	MaxHeaderBytes        int           // bound on request headers
@@ -74,6 +76,7 @@ func Default() Config {
 		ReadHeaderTimeout:     10 * time.Second,
 		ShutdownGrace:         10 * time.Second,
 		UpstreamHeaderTimeout: 5 * time.Minute,
+		SessionLifetime:       30 * 24 * time.Hour,
 		LogLevel:              "info",
 	}
 }
@@ -169,6 +172,9 @@ var settings = []setting{
 	{key: "api_keys_file", flag: "api-keys-file", usage: "file of API keys, one per line, re-read when it changes",
 		set: func(c *Config, v string) error { c.APIKeysFile = v; return nil },
 		get: func(c *Config) string { return c.APIKeysFile }},
+	{key: "session_lifetime", flag: "session-lifetime", usage: "how long a browser sign-in lasts (e.g. 720h)",
+		set: func(c *Config, v string) error { return setDuration(&c.SessionLifetime, v) },
+		get: func(c *Config) string { return c.SessionLifetime.String() }},
 	{key: "max_body_bytes", flag: "max-body-bytes", usage: "largest accepted body for local JSON endpoints",
 		set: func(c *Config, v string) error { return setPositive(&c.MaxBodyBytes, v) },
 		get: func(c *Config) string { return strconv.FormatInt(c.MaxBodyBytes, 10) }},
@@ -338,6 +344,12 @@ func (c *Config) finish() error {
 		c.TagsFile = "comfyshim-tags.json"
 	}
 	return nil
+}
+
+// SecretFile is where comfyshim keeps its server secret (it signs session
+// cookies): beside the tags file.
+func (c *Config) SecretFile() string {
+	return filepath.Join(filepath.Dir(c.TagsFile), "comfyshim-secret")
 }
 
 // KeysConfigured reports whether authentication is on: keys were given by

@@ -12,23 +12,33 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// authenticate requires an API key whenever keys are configured: X-API-Key
-// (the Cloud scheme), Authorization: Bearer, HTTP Basic with the key as the
-// password, or a token query parameter for websockets and <img src>, where
-// browsers cannot set headers. Every copy of every credential is removed
-// from the request before anything else sees it, valid or not.
+// authenticate requires a credential whenever keys are configured: an API
+// key in X-API-Key (the Cloud scheme), Authorization: Bearer, HTTP Basic
+// (the key as the password) or a token query parameter (websockets and
+// <img src>, where browsers cannot set headers), or a browser session
+// cookie. Every copy of every credential is removed from the request before
+// anything else sees it, valid or not. A key bound to a ComfyUI user sets
+// comfy-user; the client's own is dropped.
 func (s *Server) authenticate(c *gin.Context) {
 	r := c.Request
-	if !s.keys.required || r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+	if !s.keys.required || r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || isSignInRoute(r) {
 		c.Next()
 		return
 	}
-	presented := takeCredentials(r)
-	c.Header("WWW-Authenticate", `Bearer realm="comfyshim"`)
+	presented, fromQuery := takeCredentials(r)
+	cookie := takeSessionCookie(r)
 	if len(presented) == 0 {
-		// Not a guess: a browser tab or a misconfigured client. It does
-		// not count towards the failure limit.
-		apiError(c, http.StatusUnauthorized, "UNAUTHORIZED", "a valid API key is required (X-API-Key header, Authorization: Bearer, or token query parameter)")
+		if cookie != "" {
+			if fp, ok := s.sessions.check(cookie, time.Now()); ok {
+				if e, ok := s.keys.bySession(fp); ok {
+					actAs(r, e.user)
+					c.Next()
+					return
+				}
+			}
+			// An expired or revoked session is not a guess either.
+		}
+		s.unauthorized(c, "a valid API key is required (X-API-Key header, Authorization: Bearer, or token query parameter)")
 		return
 	}
 	ip := clientOf(r).ip
@@ -37,21 +47,55 @@ func (s *Server) authenticate(c *gin.Context) {
 		tooMany(c, s.limiter)
 		return
 	}
+	var found keyEntry
 	valid := false
 	for _, p := range presented {
-		valid = s.keys.valid(p) || valid // check them all: same work either way
+		if e, ok := s.keys.match(p); ok && !valid { // check them all: same work either way
+			found, valid = e, true
+		}
 	}
 	if valid {
 		release(false)
+		if fromQuery && wantsPage(r) {
+			// ?token= on a page signs the browser in; the key leaves the
+			// address bar, history and Referer at once.
+			s.signIn(c, found, r.URL.RequestURI())
+			return
+		}
+		actAs(r, found.user)
 		c.Next()
 		return
 	}
-	blocked := release(true)
-	if blocked {
+	if blocked := release(true); blocked {
 		tooMany(c, s.limiter)
 		return
 	}
-	apiError(c, http.StatusUnauthorized, "UNAUTHORIZED", "the API key is not valid")
+	s.unauthorized(c, "the API key is not valid")
+}
+
+// unauthorized answers 401: the sign-in page to a browser asking for a
+// page, the JSON ErrorResponse to everything else.
+func (s *Server) unauthorized(c *gin.Context, msg string) {
+	if wantsPage(c.Request) {
+		s.signInPage(c, http.StatusUnauthorized, c.Request.URL.RequestURI(), "")
+		return
+	}
+	c.Header("WWW-Authenticate", `Bearer realm="comfyshim"`)
+	apiError(c, http.StatusUnauthorized, "UNAUTHORIZED", msg)
+}
+
+// wantsPage is a browser loading a page, not a script or an SDK.
+func wantsPage(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && !isUpgrade(r) &&
+		strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+// actAs binds the request to the key's ComfyUI user (--multi-user).
+func actAs(r *http.Request, user string) {
+	if user != "" {
+		r.Header.Del("Comfy-User")
+		r.Header.Set("Comfy-User", user)
+	}
 }
 
 func tooMany(c *gin.Context, l *failureLimiter) {
@@ -60,10 +104,10 @@ func tooMany(c *gin.Context, l *failureLimiter) {
 }
 
 // takeCredentials removes every credential comfyshim accepts from r and
-// returns the presented values. ComfyUI has no use for them and logs
-// requests; a copy left behind would reach it.
-func takeCredentials(r *http.Request) []string {
-	var out []string
+// returns the presented values, and whether one came from the query.
+// ComfyUI has no use for them and logs requests; a copy left behind would
+// reach it.
+func takeCredentials(r *http.Request) (out []string, fromQuery bool) {
 	for _, v := range r.Header.Values("X-Api-Key") {
 		if v = strings.TrimSpace(v); v != "" {
 			out = append(out, v)
@@ -78,11 +122,12 @@ func takeCredentials(r *http.Request) []string {
 	r.Header.Del("Authorization")
 	if raw, tokens := stripQueryParam(r.URL.RawQuery, "token"); len(tokens) > 0 {
 		out = append(out, tokens...)
+		fromQuery = true
 		r.URL.RawQuery = raw
 		r.URL.ForceQuery = false
 		r.RequestURI = r.URL.RequestURI()
 	}
-	return out
+	return out, fromQuery
 }
 
 // keyFromAuthorization reads a key from "Bearer KEY" or "Basic

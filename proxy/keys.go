@@ -23,10 +23,11 @@ import (
 // empty, unreadable or deleted revokes its keys (only the keys given in the
 // configuration itself remain) until it is valid again.
 type keyring struct {
-	static   [][32]byte
+	static   []keyEntry
 	file     string
 	required bool
 	log      *slog.Logger
+	sessions *sessions
 
 	set     atomic.Pointer[keySet]
 	mu      sync.Mutex // serialises reloads
@@ -34,16 +35,53 @@ type keyring struct {
 }
 
 type keySet struct {
-	digests [][32]byte
+	entries []keyEntry
 	fileErr error // why the key file's keys are not in force, or nil
 }
 
-func newKeyring(static []string, file string, log *slog.Logger) (*keyring, error) {
-	k := &keyring{file: file, required: len(static) > 0 || file != "", log: log}
-	for _, s := range static {
-		k.static = append(k.static, sha256.Sum256([]byte(s)))
+// keyEntry is one accepted key.
+type keyEntry struct {
+	digest [32]byte // SHA-256 of the key
+	fp     [16]byte // names the key in session cookies
+	user   string   // ComfyUI user the key acts as (comfy-user), or "" for any
+}
+
+// parseKeyLine reads "key" or "user:key" (user: letters, digits, . _ @ -;
+// a leading ":" keeps a key that contains ':' unbound).
+func parseKeyLine(line string) (user, key string) {
+	if rest, ok := strings.CutPrefix(line, ":"); ok {
+		return "", rest
 	}
-	k.set.Store(&keySet{digests: k.static})
+	if u, k, ok := strings.Cut(line, ":"); ok && validUser(u) && k != "" {
+		return u, k
+	}
+	return "", line
+}
+
+func validUser(u string) bool {
+	if len(u) == 0 || len(u) > 64 {
+		return false
+	}
+	for _, r := range u {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._@-", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+func (k *keyring) entry(line string) keyEntry {
+	user, key := parseKeyLine(line)
+	d := sha256.Sum256([]byte(key))
+	return keyEntry{digest: d, fp: k.sessions.fingerprint(d), user: user}
+}
+
+func newKeyring(static []string, file string, log *slog.Logger, ss *sessions) (*keyring, error) {
+	k := &keyring{file: file, required: len(static) > 0 || file != "", log: log, sessions: ss}
+	for _, s := range static {
+		k.static = append(k.static, k.entry(s))
+	}
+	k.set.Store(&keySet{entries: k.static})
 	if err := k.reload(); err != nil {
 		return nil, err
 	}
@@ -54,19 +92,19 @@ func newKeyring(static []string, file string, log *slog.Logger) (*keyring, error
 // a mistake, never "open to everyone".
 var errNoKeys = errors.New("holds no keys")
 
-// readKeyFile returns the digests of the keys in a key file: one per line,
-// blank lines and # comments ignored.
-func readKeyFile(path string) ([][32]byte, error) {
+// readKeyFile returns the keys in a key file: one per line ("key" or
+// "user:key"), blank lines and # comments ignored.
+func (k *keyring) readKeyFile(path string) ([]keyEntry, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var keys [][32]byte
+	var keys []keyEntry
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if line != "" && !strings.HasPrefix(line, "#") {
-			keys = append(keys, sha256.Sum256([]byte(line)))
+			keys = append(keys, k.entry(line))
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -94,15 +132,15 @@ func (k *keyring) reload() error {
 		return k.set.Load().fileErr
 	}
 	k.fileSig = sig
-	keys, err := readKeyFile(k.file)
+	keys, err := k.readKeyFile(k.file)
 	if err != nil {
 		err = fmt.Errorf("api_keys_file %s: %w", k.file, err)
-		k.set.Store(&keySet{digests: k.static, fileErr: err})
+		k.set.Store(&keySet{entries: k.static, fileErr: err})
 		return err
 	}
-	all := append(append([][32]byte{}, k.static...), keys...)
+	all := append(append([]keyEntry{}, k.static...), keys...)
 	wasBad := k.set.Load().fileErr != nil
-	k.set.Store(&keySet{digests: all})
+	k.set.Store(&keySet{entries: all})
 	if wasBad {
 		k.log.Info("API key file valid again", "keys", len(keys))
 	}
@@ -134,17 +172,35 @@ func (k *keyring) watch(interval time.Duration, stop <-chan struct{}) {
 // Err is why the key file's keys are not in force, for /readyz.
 func (k *keyring) Err() error { return k.set.Load().fileErr }
 
-// valid compares in constant time against every key.
-func (k *keyring) valid(presented string) bool {
+// match finds the key presented, comparing in constant time against every
+// key whatever matches.
+func (k *keyring) match(presented string) (keyEntry, bool) {
 	if presented == "" {
-		return false
+		return keyEntry{}, false
 	}
 	d := sha256.Sum256([]byte(presented))
+	return k.find(func(e *keyEntry) int { return subtle.ConstantTimeCompare(d[:], e.digest[:]) })
+}
+
+// bySession finds the key a session cookie was made from, if it is still
+// accepted.
+func (k *keyring) bySession(fp [16]byte) (keyEntry, bool) {
+	return k.find(func(e *keyEntry) int { return subtle.ConstantTimeCompare(fp[:], e.fp[:]) })
+}
+
+func (k *keyring) find(eq func(*keyEntry) int) (keyEntry, bool) {
+	var found keyEntry
 	ok := 0
-	for _, key := range k.set.Load().digests {
-		ok |= subtle.ConstantTimeCompare(d[:], key[:])
+	set := k.set.Load()
+	for i := range set.entries {
+		e := &set.entries[i]
+		hit := eq(e)
+		if hit == 1 && ok == 0 {
+			found = *e
+		}
+		ok |= hit
 	}
-	return ok == 1
+	return found, ok == 1
 }
 
 // failureLimiter slows guessing: after max failed authentications from one

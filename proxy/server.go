@@ -27,18 +27,19 @@ import (
 // Server is comfyshim's HTTP front: a gin engine whose unmatched routes go to
 // the forwarder.
 type Server struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	engine  *gin.Engine
-	forward *httputil.ReverseProxy
-	tags    *tagstore.Store
-	files   *catalog.Catalog
-	metrics *metrics
-	keys    *keyring
-	limiter *failureLimiter
-	trusted trustedNets
-	probe   *upstreamProbe
-	stop    chan struct{} // closed by Close
+	cfg      *config.Config
+	log      *slog.Logger
+	engine   *gin.Engine
+	forward  *httputil.ReverseProxy
+	tags     *tagstore.Store
+	files    *catalog.Catalog
+	metrics  *metrics
+	keys     *keyring
+	sessions *sessions
+	limiter  *failureLimiter
+	trusted  trustedNets
+	probe    *upstreamProbe
+	stop     chan struct{} // closed by Close
 
 	mu       sync.Mutex
 	closing  bool
@@ -85,7 +86,15 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	_ = e.SetTrustedProxies(nil)
 
 	m := newMetrics()
-	keys, err := newKeyring(cfg.APIKeys, cfg.APIKeysFile, log)
+	ss := &sessions{lifetime: cfg.SessionLifetime}
+	if cfg.KeysConfigured() {
+		secret, err := loadSecret(cfg.SecretFile())
+		if err != nil {
+			return nil, err
+		}
+		ss.secret = secret
+	}
+	keys, err := newKeyring(cfg.APIKeys, cfg.APIKeysFile, log, ss)
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +117,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		forward:  newForwarder(cfg.Upstream, transport, log, m.upstreamErrors.Inc),
 		metrics:  m,
 		keys:     keys,
+		sessions: ss,
 		limiter:  newFailureLimiter(10, opts.FailureWindow),
 		trusted:  trustedNets(cfg.TrustedProxies),
 		probe:    &upstreamProbe{url: cfg.Upstream.String() + "/system_stats", client: &http.Client{Transport: transport}},
@@ -124,6 +134,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", m.handler())
+	if keys.required {
+		s.mountSignIn(e)
+	}
 	api := &assetAPI{files: files, tags: store, maxBody: cfg.MaxBodyBytes}
 	api.mount(e)
 	m.registerAssetGauges(api)
@@ -135,7 +148,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 // starting with cfg, without starting anything (--check-config).
 func Check(cfg *config.Config) []error {
 	var errs []error
-	if _, err := newKeyring(cfg.APIKeys, cfg.APIKeysFile, slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := newKeyring(cfg.APIKeys, cfg.APIKeysFile, slog.New(slog.DiscardHandler), &sessions{secret: []byte("check")}); err != nil {
 		errs = append(errs, err)
 	}
 	if err := tagstore.Check(cfg.TagsFile); err != nil {
