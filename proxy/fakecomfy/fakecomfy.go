@@ -5,11 +5,15 @@
 package fakecomfy
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"io"
 	"net"
 	"net/http"
@@ -72,6 +76,9 @@ func New() *Upstream {
 		Cancelled: make(chan string, 16),
 		WSClosed:  make(chan string, 16),
 	}
+	// The web app: static files are served bare only.
+	u.mux.HandleFunc("GET /{$}", u.index)
+	u.mux.HandleFunc("GET /app.js", u.appJS)
 	// ComfyUI registers every route bare and under /api.
 	for _, prefix := range []string{"", "/api"} {
 		u.mux.HandleFunc("GET "+prefix+"/system_stats", u.systemStats)
@@ -184,8 +191,15 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// PreviewPNG is the image the fake "generates" and sends as a preview.
-var PreviewPNG = []byte("\x89PNG\r\n\x1a\nfake-image-bytes")
+// PreviewPNG is the image the fake "generates" and sends as a preview: a
+// real 1x1 PNG, so a browser can decode it.
+var PreviewPNG = func() []byte {
+	img := image.NewNRGBA(image.Rect(0, 0, 1, 1))
+	img.Set(0, 0, color.NRGBA{R: 200, G: 80, B: 40, A: 255})
+	var b bytes.Buffer
+	_ = png.Encode(&b, img)
+	return b.Bytes()
+}()
 
 func (u *Upstream) prompt(w http.ResponseWriter, r *http.Request) {
 	var req struct {
@@ -446,4 +460,31 @@ func splitmix(x uint64) uint64 {
 	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
 	x = (x ^ (x >> 27)) * 0x94D049BB133111EB
 	return x ^ (x >> 31)
+}
+
+// index is a stand-in for ComfyUI's web app: a page whose script, like the
+// real frontend's, makes same-origin fetches, loads an image and opens the
+// websocket, none of them carrying a key, and reports what worked in
+// <pre id="result">.
+func (u *Upstream) index(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = io.WriteString(w, `<!doctype html><html><head><title>ComfyUI</title><script src="/app.js"></script></head><body><pre id="result">pending</pre></body></html>`)
+}
+
+func (u *Upstream) appJS(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	_, _ = io.WriteString(w, `(async () => {
+  const out = {script: true};
+  try { out.fetch = (await fetch('/api/system_stats')).status; } catch (e) { out.fetch = String(e); }
+  out.cookieVisible = document.cookie;
+  out.img = await new Promise(res => { const i = new Image(); i.onload = () => res(i.naturalWidth); i.onerror = () => res(-1); i.src = '/api/view?filename=ComfyUI_00001_.png&type=output'; });
+  out.ws = await new Promise(res => {
+    const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws?clientId=browser');
+    ws.onmessage = m => { res(JSON.parse(m.data).type); ws.close(); };
+    ws.onerror = () => res('error');
+  });
+  const show = () => { document.getElementById('result').textContent = JSON.stringify(out); };
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', show); else show();
+})();
+`)
 }
