@@ -45,7 +45,7 @@ UP=127.0.0.1:18188 SHIM=127.0.0.1:18189 CADDY=127.0.0.1:18190 NGINX=127.0.0.1:18
 
 echo "building"
 go build -o "$WORK/comfyshim" ./cmd/comfyshim
-go build -o "$WORK/upstream" ./bench/upstream
+go build -o "$WORK/upstream" ./proxy/internal/comfytest/upstream
 go build -o "$WORK/driver" ./bench/driver
 
 wait_port() {

@@ -1,23 +1,21 @@
 package proxy
 
 import (
-	"encoding/json"
 	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/comfyshim/comfyshim/proxy/apierror"
 )
 
 // ErrorResponse is the Cloud API's error body.
-type ErrorResponse struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+type ErrorResponse = apierror.ErrorResponse
+
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	apierror.Write(w, status, code, message)
 }
 
-// writeError answers with an ErrorResponse. It works on a bare
-// http.ResponseWriter so the forwarder's error hook can use it too.
-func writeError(w http.ResponseWriter, status int, code, message string) {
-	body, _ := json.Marshal(ErrorResponse{Code: code, Message: message})
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+func apiError(c *gin.Context, status int, code, msg string) {
+	writeError(c.Writer, status, code, msg)
+	c.Abort()
 }

@@ -19,7 +19,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/comfyshim/comfyshim/proxy/fakecomfy"
+	"github.com/comfyshim/comfyshim/proxy/internal/comfytest"
 )
 
 func wsURL(base, path string) string { return "ws" + strings.TrimPrefix(base, "http") + path }
@@ -75,7 +75,7 @@ func TestWorkflowRoundTrip(t *testing.T) {
 					t.Fatalf("reading job messages: %v", err)
 				}
 				if kind == websocket.BinaryMessage {
-					if binary.BigEndian.Uint32(data) != 1 || binary.BigEndian.Uint32(data[4:]) != 2 || !bytes.Equal(data[8:], fakecomfy.PreviewPNG) {
+					if binary.BigEndian.Uint32(data) != 1 || binary.BigEndian.Uint32(data[4:]) != 2 || !bytes.Equal(data[8:], comfytest.PreviewPNG) {
 						t.Fatalf("preview frame corrupted: %q", data)
 					}
 					sawPreview = true
@@ -115,7 +115,7 @@ func TestWorkflowRoundTrip(t *testing.T) {
 			}
 			img, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 200 || !bytes.Equal(img, fakecomfy.PreviewPNG) || resp.Header.Get("Content-Type") != "image/png" {
+			if resp.StatusCode != 200 || !bytes.Equal(img, comfytest.PreviewPNG) || resp.Header.Get("Content-Type") != "image/png" {
 				t.Fatalf("/view: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), img)
 			}
 		})
@@ -213,7 +213,7 @@ func TestLargeDownloadStreamsWithFlatMemory(t *testing.T) {
 	s := startShim(t, testConfig(t, ts.URL))
 
 	want := sha256.New()
-	if _, err := io.Copy(want, fakecomfy.Pattern(size)); err != nil {
+	if _, err := io.Copy(want, comfytest.Pattern(size)); err != nil {
 		t.Fatal(err)
 	}
 	stop := heapPeak()
@@ -262,7 +262,7 @@ func TestLargeUploadStreams(t *testing.T) {
 	s := startShim(t, testConfig(t, ts.URL))
 
 	want := sha256.New()
-	if _, err := io.Copy(want, fakecomfy.Pattern(size)); err != nil {
+	if _, err := io.Copy(want, comfytest.Pattern(size)); err != nil {
 		t.Fatal(err)
 	}
 	pr, pw := io.Pipe()
@@ -271,7 +271,7 @@ func TestLargeUploadStreams(t *testing.T) {
 		_ = mw.WriteField("overwrite", "true")
 		fw, err := mw.CreateFormFile("image", "big.png")
 		if err == nil {
-			_, err = io.Copy(fw, fakecomfy.Pattern(size))
+			_, err = io.Copy(fw, comfytest.Pattern(size))
 		}
 		if err == nil {
 			err = mw.Close()
@@ -387,7 +387,7 @@ func TestWebsocketFramesAndClosePropagation(t *testing.T) {
 
 	conn := dial("a")
 	payload := make([]byte, 64<<10)
-	_, _ = io.ReadFull(fakecomfy.Pattern(int64(len(payload))), payload)
+	_, _ = io.ReadFull(comfytest.Pattern(int64(len(payload))), payload)
 	for i := 0; i < 20; i++ {
 		if err := conn.WriteMessage(websocket.BinaryMessage, payload); err != nil {
 			t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/comfyshim/comfyshim/config"
-	"github.com/comfyshim/comfyshim/proxy/fakecomfy"
+	"github.com/comfyshim/comfyshim/proxy/internal/comfytest"
 )
 
 // shim is a comfyshim listening on a real loopback port.
@@ -28,9 +28,9 @@ type shim struct {
 }
 
 // startUpstream runs the fake ComfyUI on a loopback port.
-func startUpstream(t testing.TB) (*fakecomfy.Upstream, *httptest.Server) {
+func startUpstream(t testing.TB) (*comfytest.Upstream, *httptest.Server) {
 	t.Helper()
-	up := fakecomfy.New()
+	up := comfytest.New()
 	ts := httptest.NewServer(up)
 	t.Cleanup(ts.Close)
 	return up, ts

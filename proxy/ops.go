@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/comfyshim/comfyshim/tagstore/assets"
 )
 
 // cors answers every CORS preflight itself, so none is forwarded and none
@@ -138,15 +140,17 @@ func (m *metrics) sidecarWritten(d time.Duration, err error) {
 	m.writeDuration.Observe(d.Seconds())
 }
 
-// registerAssetGauges adds the sizes of the asset catalog and tag set.
-func (m *metrics) registerAssetGauges(a *assetAPI) {
+// registerAssetGauges adds the sizes of the asset library. They read the
+// current join; a scrape never rebuilds anything.
+func (m *metrics) registerAssetGauges(lib *assets.Library) {
+	gauge := func(name, help string, pick func(assets, tags, sidecar int) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return float64(pick(lib.Stats())) })
+	}
 	m.reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "comfyshim_assets", Help: "Asset files listed."},
-			func() float64 { return float64(len(a.files.Snapshot().Files)) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "comfyshim_tags", Help: "Distinct tags on listed assets."},
-			func() float64 { return float64(len(a.current().Counts)) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "comfyshim_sidecar_assets", Help: "Assets with an entry in the tags file."},
-			func() float64 { return float64(a.tags.Len()) }),
+		gauge("comfyshim_assets", "Asset files listed.", func(a, _, _ int) int { return a }),
+		gauge("comfyshim_tags", "Distinct tags on listed assets.", func(_, t, _ int) int { return t }),
+		gauge("comfyshim_sidecar_assets", "Assets with an entry in the tags file.", func(_, _, s int) int { return s }),
 	)
 }
 
@@ -203,7 +207,7 @@ func (s *Server) readyz(c *gin.Context) {
 		return gin.H{"ok": true}
 	}
 	upErr := s.probe.check(c.Request.Context())
-	tagErr := s.tags.Err()
+	tagErr := s.lib.Err()
 	keyErr := s.keys.Err()
 	status, word := http.StatusOK, "ready"
 	if upErr != nil || tagErr != nil || keyErr != nil {

@@ -20,8 +20,8 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/comfyshim/comfyshim/config"
-	"github.com/comfyshim/comfyshim/tagstore"
-	"github.com/comfyshim/comfyshim/tagstore/catalog"
+	"github.com/comfyshim/comfyshim/proxy/assetapi"
+	"github.com/comfyshim/comfyshim/tagstore/assets"
 )
 
 // Server is comfyshim's HTTP front: a gin engine whose unmatched routes go to
@@ -31,8 +31,7 @@ type Server struct {
 	log      *slog.Logger
 	engine   *gin.Engine
 	forward  *httputil.ReverseProxy
-	tags     *tagstore.Store
-	files    *catalog.Catalog
+	lib      *assets.Library
 	metrics  *metrics
 	keys     *keyring
 	sessions *sessions
@@ -49,6 +48,8 @@ type Server struct {
 // Options carries what New needs beyond the configuration.
 type Options struct {
 	Logger *slog.Logger
+	// Assets tunes the asset library's intervals (debounces, rescans).
+	Assets assets.Options
 	// KeyFileInterval is how often the API key file is re-read (2 s).
 	KeyFileInterval time.Duration
 	// FailureWindow is the failure limit's window (1 minute): 10 failed
@@ -98,19 +99,15 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := tagstore.Open(cfg.TagsFile, tagstore.Options{Logger: log, OnReload: m.sidecarReloaded, OnWrite: m.sidecarWritten})
+	ao := opts.Assets
+	ao.Logger, ao.OnReload, ao.OnWrite = log, m.sidecarReloaded, m.sidecarWritten
+	lib, err := assets.Open(assetRoots(cfg, log), cfg.TagsFile, ao)
 	if err != nil {
 		return nil, err
 	}
-	files, err := catalog.New(assetRoots(cfg, log), log)
-	if err != nil {
-		_ = store.Close()
-		return nil, fmt.Errorf("asset folders: %w", err)
-	}
 	transport := newTransport(cfg.UpstreamHeaderTimeout)
 	s := &Server{
-		tags:     store,
-		files:    files,
+		lib:      lib,
 		cfg:      cfg,
 		log:      log,
 		engine:   e,
@@ -137,9 +134,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if keys.required {
 		s.mountSignIn(e)
 	}
-	api := &assetAPI{files: files, tags: store, maxBody: cfg.MaxBodyBytes}
-	api.mount(e)
-	m.registerAssetGauges(api)
+	assetapi.Mount(e, lib, assetapi.Options{
+		MaxBody: cfg.MaxBodyBytes,
+		Origin:  func(r *http.Request) string { return clientOf(r).scheme() + "://" + r.Host },
+	})
+	m.registerAssetGauges(lib)
 	e.NoRoute(s.forwardHandler)
 	return s, nil
 }
@@ -151,7 +150,7 @@ func Check(cfg *config.Config) []error {
 	if _, err := newKeyring(cfg.APIKeys, cfg.APIKeysFile, slog.New(slog.DiscardHandler), &sessions{secret: []byte("check")}); err != nil {
 		errs = append(errs, err)
 	}
-	if err := tagstore.Check(cfg.TagsFile); err != nil {
+	if err := assets.CheckTagsFile(cfg.TagsFile); err != nil {
 		errs = append(errs, err)
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -171,20 +170,20 @@ func (s *Server) Close() error {
 	default:
 	}
 	close(s.stop)
-	return errors.Join(s.files.Close(), s.tags.Close())
+	return s.lib.Close()
 }
 
 // assetRoots are the ComfyUI folders whose files are assets, with the model
 // folders ComfyUI's extra_model_paths.yaml adds.
-func assetRoots(cfg *config.Config, log *slog.Logger) []catalog.Root {
-	var roots []catalog.Root
-	for _, r := range []catalog.Root{{Name: "input", Dir: cfg.InputDir}, {Name: "output", Dir: cfg.OutputDir}, {Name: "models", Dir: cfg.ModelsDir}} {
+func assetRoots(cfg *config.Config, log *slog.Logger) []assets.Root {
+	var roots []assets.Root
+	for _, r := range []assets.Root{{Name: "input", Dir: cfg.InputDir}, {Name: "output", Dir: cfg.OutputDir}, {Name: "models", Dir: cfg.ModelsDir}} {
 		if r.Dir != "" {
 			roots = append(roots, r)
 		}
 	}
 	if cfg.ComfyUIDir != "" {
-		extra, err := catalog.ExtraModelPaths(filepath.Join(cfg.ComfyUIDir, "extra_model_paths.yaml"))
+		extra, err := assets.ExtraModelPaths(filepath.Join(cfg.ComfyUIDir, "extra_model_paths.yaml"))
 		if err != nil {
 			log.Warn("extra_model_paths.yaml not used", "err", err)
 		}
@@ -197,7 +196,7 @@ func assetRoots(cfg *config.Config, log *slog.Logger) []catalog.Root {
 func (s *Server) Handler() http.Handler { return s.engine }
 
 func (s *Server) forwardHandler(c *gin.Context) {
-	if ownsPath(c.Request.URL.Path) {
+	if assetapi.Owns(c.Request.URL.Path) {
 		// The asset API is comfyshim's: an unknown route or method there is
 		// answered here, never passed to ComfyUI.
 		apiError(c, http.StatusNotFound, "NOT_FOUND", "no route "+c.Request.Method+" "+c.Request.URL.Path)

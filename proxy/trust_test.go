@@ -294,7 +294,9 @@ func TestTrustedProxies(t *testing.T) {
 			return status(t, clientFrom("127.0.0.1"), req)
 		}
 		_, body := send("/api/assets/"+id, "203.0.113.5", key)
-		preview := decode[assetJSON](t, body).PreviewURL
+		preview := decode[struct {
+			PreviewURL string `json:"preview_url"`
+		}](t, body).PreviewURL
 		if want := map[bool]string{false: "http://", true: "https://"}[trusted]; !strings.HasPrefix(preview, want) {
 			t.Errorf("trusted=%v: preview_url %q", trusted, preview)
 		}

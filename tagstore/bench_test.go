@@ -26,7 +26,7 @@ func populate(b *testing.B, path string, n int) []string {
 			UpdatedAt: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
 		}
 	}
-	if err := os.WriteFile(path, encodeAll(entries), 0o644); err != nil {
+	if err := os.WriteFile(path, Encode(entries), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	return ids
@@ -104,7 +104,7 @@ func BenchmarkReloadAfterEdit100k(b *testing.B) {
 		b.StopTimer()
 		m, _ := Parse(data)
 		m[ids[0]] = Entry{Tags: []string{fmt.Sprint("edit-", i)}}
-		doc := encodeAll(m)
+		doc := Encode(m)
 		b.StartTimer()
 		if err := os.WriteFile(path+".new", doc, 0o644); err != nil {
 			b.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -245,6 +246,24 @@ const (
 	fileHeader = "{\n  \"version\": 1,\n  \"assets\": {"
 	fileFooter = "\n  }\n}\n"
 )
+
+// Encode renders a whole sidecar file, exactly as the store writes it: the
+// one encoder of the format (the store, tests and benchmarks all use it).
+func Encode(entries map[string]Entry) []byte {
+	ids := make([]string, 0, len(entries))
+	for id := range entries {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	b := []byte(fileHeader)
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, encodeEntry(id, entries[id])...)
+	}
+	return append(b, fileFooter...)
+}
 
 // encodeEntry renders one asset as it appears in the file (without the
 // separating comma), so the writer can keep rendered entries and assemble a

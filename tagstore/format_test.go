@@ -89,7 +89,7 @@ func TestEncodeRoundTripAndLayout(t *testing.T) {
 		idB: {Path: "models/loras/x.safetensors", Tags: []string{"Portrait", "models", "portrait", "quote\"back\\slash", "Ünïcode ✓"}},
 		idA: {Path: "input/<b>&.png", Tags: []string{}, UpdatedAt: time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)},
 	}
-	data := encodeAll(entries)
+	data := Encode(entries)
 	got, err := Parse(data)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, data)
@@ -109,23 +109,6 @@ func TestEncodeRoundTripAndLayout(t *testing.T) {
 	}
 }
 
-// encodeAll renders a whole file the way the store does.
-func encodeAll(entries map[string]Entry) []byte {
-	ids := make([]string, 0, len(entries))
-	for id := range entries {
-		ids = append(ids, id)
-	}
-	ids = sortedUnique(ids)
-	b := []byte(fileHeader)
-	for i, id := range ids {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, encodeEntry(id, entries[id])...)
-	}
-	return append(b, fileFooter...)
-}
-
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"version":1,"assets":{"` + idA + `":{"path":"output/a.png","tags":["a","b"],"updated_at":"2026-11-28T12:00:00Z"}}}`))
 	f.Add([]byte(`{"version":1,"assets":{}}`))
@@ -141,7 +124,7 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		// Whatever parses must survive being written and read back.
-		again, err := Parse(encodeAll(entries))
+		again, err := Parse(Encode(entries))
 		if err != nil {
 			t.Fatalf("re-parse of encoded output: %v", err)
 		}

@@ -117,7 +117,7 @@ func TestHandSavesSurviveBusyWriters(t *testing.T) {
 		}
 		doc[hand[i]] = Entry{Tags: []string{fmt.Sprint("hand-", i)}}
 		tmp := fmt.Sprintf("%s.save%d", path, i)
-		if err := os.WriteFile(tmp, encodeAll(doc), 0o644); err != nil {
+		if err := os.WriteFile(tmp, Encode(doc), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Rename(tmp, path); err != nil {

@@ -14,8 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/patrickmn/go-cache"
+
+	"github.com/comfyshim/comfyshim/tagstore/internal/watch"
 )
 
 var (
@@ -36,9 +37,9 @@ type Change struct {
 // maxBatch bounds how many mutations one file write carries.
 const maxBatch = 4096
 
-// debounce is how long the watcher waits after the last event on the file
-// before reloading it: editors save in bursts of events.
-const debounce = 100 * time.Millisecond
+// defaultDebounce is how long the watcher waits after the last event on the
+// file before reloading it: editors save in bursts of events.
+const defaultDebounce = 100 * time.Millisecond
 
 // Store is the tag sidecar. Reads are served from memory and never touch the
 // disk; mutations are serialised through one committer goroutine that batches
@@ -60,7 +61,7 @@ type Store struct {
 	loopDone chan struct{} // closed when the committer has stopped
 	wg       sync.WaitGroup
 	closed   atomic.Bool
-	watcher  *fsnotify.Watcher
+	watcher  *watch.Watcher
 
 	// Owned by the committer goroutine.
 	doc  map[string]Entry
@@ -72,6 +73,7 @@ type Store struct {
 
 	onReload func(error)
 	onWrite  func(time.Duration, error)
+	onChange func()
 }
 
 // view is the readers' state. index maps id -> Entry; aggregates holds
@@ -105,6 +107,11 @@ type Options struct {
 	OnReload func(error)
 	// OnWrite is called after each write of the file with its duration.
 	OnWrite func(time.Duration, error)
+	// OnChange is called (from the committer; it must not block) whenever
+	// what readers see changed: a write or a reload.
+	OnChange func()
+	// Debounce is how long an edit must settle before it is reloaded (100 ms).
+	Debounce time.Duration
 }
 
 // Open loads the sidecar at path (a missing file is an empty store, created
@@ -137,12 +144,16 @@ func Open(path string, opts Options) (*Store, error) {
 		mode:     0o644,
 		onReload: opts.OnReload,
 		onWrite:  opts.OnWrite,
+		onChange: opts.OnChange,
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = defaultDebounce
 	}
 	s.view.Store(newView(nil))
 	if err := s.syncFromDisk(); err != nil {
 		return nil, fmt.Errorf("tags file %s: %w", abs, err)
 	}
-	if s.watcher, err = fsnotify.NewWatcher(); err != nil {
+	if s.watcher, err = watch.New(opts.Debounce, nil, log); err != nil {
 		return nil, fmt.Errorf("watching %s: %w", dir, err)
 	}
 	if err := s.watcher.Add(dir); err != nil {
@@ -544,6 +555,9 @@ type change struct {
 func (s *Store) recordChange(ids []string) {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
+	if s.onChange != nil {
+		defer s.onChange()
+	}
 	gen := s.gen.Add(1)
 	if ids == nil { // a reload: everything may have changed
 		s.changeLog = s.changeLog[:0]
@@ -654,38 +668,17 @@ func (s *Store) replaceAll(entries map[string]Entry) {
 	s.recordChange(nil)
 }
 
-// watchLoop turns filesystem events on the sidecar into debounced reloads.
-// The folder is watched, not the file: editors that save by rename replace
-// the file's inode.
+// watchLoop turns bursts of events on the sidecar into reloads. The folder
+// is watched, not the file: editors that save by rename replace its inode.
 func (s *Store) watchLoop() {
 	defer s.wg.Done()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	name := filepath.Base(s.path)
-	for {
+	for b := range s.watcher.Batches() {
+		if _, ok := b.Paths[s.path]; !ok && !b.Lost {
+			continue
+		}
 		select {
-		case ev, ok := <-s.watcher.Events:
-			if !ok {
-				return
-			}
-			if filepath.Base(ev.Name) == name {
-				timer.Reset(debounce)
-			}
-		case err, ok := <-s.watcher.Errors:
-			if !ok {
-				return
-			}
-			// On overflow events were lost: look at the file anyway.
-			s.log.Warn("watching tags file", "err", err)
-			timer.Reset(debounce)
-		case <-timer.C:
-			select {
-			case s.reloads <- struct{}{}:
-			default: // a reload is already pending
-			}
-		case <-s.quit:
-			timer.Stop()
-			return
+		case s.reloads <- struct{}{}:
+		default: // a reload is already pending
 		}
 	}
 }

@@ -229,7 +229,7 @@ func docWith(tags map[string][]string) string {
 	for id, tt := range tags {
 		entries[id] = Entry{Tags: sortedUnique(tt)}
 	}
-	return string(encodeAll(entries))
+	return string(Encode(entries))
 }
 
 func TestExternalEditsAreReloaded(t *testing.T) {
@@ -247,7 +247,7 @@ func TestExternalEditsAreReloaded(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The server's own write must not be taken for an edit.
-			time.Sleep(3 * debounce)
+			time.Sleep(3 * defaultDebounce)
 			gen := s.Generation()
 
 			save(t, path, docWith(map[string][]string{idA: {"mine", "hand"}, idB: {"new"}}))
@@ -316,7 +316,7 @@ func TestRemovedFileIsWrittenAgain(t *testing.T) {
 	s, path := openTemp(t)
 	s.Add(idA, Entry{}, []string{"a"})
 	os.Remove(path)
-	time.Sleep(3 * debounce)
+	time.Sleep(3 * defaultDebounce)
 	if _, ok := s.Get(idA); !ok {
 		t.Fatal("tags dropped when the file was removed")
 	}
@@ -363,7 +363,7 @@ func TestConcurrentMutationsAndEdits(t *testing.T) {
 		ext := uuid.NewString()
 		cur[ext] = Entry{Tags: []string{fmt.Sprintf("hand-%d", round)}}
 		cur[ids[0]] = Entry{Tags: sortedUnique(append(slicesClone(cur[ids[0]].Tags), fmt.Sprintf("hand0-%d", round)))}
-		saveByRename(t, path, string(encodeAll(cur)))
+		saveByRename(t, path, string(Encode(cur)))
 		want[ext] = map[string]bool{fmt.Sprintf("hand-%d", round): true}
 		want[ids[0]][fmt.Sprintf("hand0-%d", round)] = true
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/comfyshim/comfyshim/tagstore"
 	"github.com/comfyshim/comfyshim/tagstore/catalog"
 )
 
@@ -267,24 +268,17 @@ func assetRel(i int) string { return fmt.Sprintf("batch_%03d/ComfyUI_%06d_.png",
 // tags file in which every one of them has been tagged: the largest sidecar
 // those assets can have.
 func mkassets(dir string, n int) error {
-	type entry struct {
-		Path      string   `json:"path"`
-		Tags      []string `json:"tags"`
-		UpdatedAt string   `json:"updated_at"`
-	}
-	assets := make(map[string]entry, n)
+	updated := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	assets := make(map[string]tagstore.Entry, n)
 	for i := 0; i < n; i++ {
 		tags := []string{fmt.Sprintf("batch:%d", i/1000), "output", fmt.Sprintf("seed:%d", i%97), fmt.Sprintf("style:%d", i%13)}
 		if i%3 == 0 {
 			tags = append(tags, "favorite")
 		}
 		slices.Sort(tags)
-		assets[catalog.ID("output", assetRel(i))] = entry{Path: "output/" + assetRel(i), Tags: tags, UpdatedAt: "2026-11-01T00:00:00.000Z"}
+		assets[catalog.ID("output", assetRel(i))] = tagstore.Entry{Path: "output/" + assetRel(i), Tags: tags, UpdatedAt: updated}
 	}
-	data, err := json.MarshalIndent(map[string]any{"version": 1, "assets": assets}, "", "  ")
-	if err != nil {
-		return err
-	}
+	data := tagstore.Encode(assets)
 	if err := os.MkdirAll(filepath.Join(dir, "user"), 0o755); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 // Package catalog lists the files of ComfyUI's input/, output/ and models/
-// folders as assets: stable ids, metadata, default tags, and a watch that
-// picks up new files without a restart.
+// folders (and the model folders extra_model_paths.yaml adds) as a set of
+// files with stable ids and metadata, kept current by watching the folders:
+// a change rescans only the folder it touched.
 package catalog
 
 import (
@@ -19,9 +20,11 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/google/uuid"
+
+	"github.com/comfyshim/comfyshim/tagstore/internal/watch"
 )
 
-// Root is one asset folder. Name is the root tag: "input", "output" or
+// Root is one asset folder. Name is the root: "input", "output" or
 // "models". Category, for a folder that holds one model category (from
 // extra_model_paths.yaml), is that category; files in it are reported as if
 // they were in models/<category>/.
@@ -44,16 +47,16 @@ func (r Root) key() string {
 type File struct {
 	ID         string
 	Root       string // root name
-	Rel        string // slash-separated path inside the root
+	Rel        string // slash-separated path inside the root (models: <category>/...)
 	Name       string // base name
+	Category   string // models only: the model category, "" for a file directly under models/
 	Size       int64
 	MIME       string
 	Created    time.Time
 	Modified   time.Time
 	Accessed   time.Time
-	Defaults   []string // tags before any edit
-	LoaderPath string   // models only: path inside the model folder
-	full       string   // the file's path with symlinked folders resolved, as scanned
+	LoaderPath string // models only: path inside the model folder
+	full       string // the file's path with symlinked folders resolved, as scanned
 }
 
 // Path is the root name and path inside it, e.g. "output/ComfyUI_00001_.png".
@@ -67,65 +70,79 @@ func ID(root, rel string) string {
 	return uuid.NewSHA1(namespace, []byte(root+"/"+rel)).String()
 }
 
-// DefaultTags are the tags a file has before anyone edits them, as current
-// OSS ComfyUI gives them: the root, and for models "model_type:<folder>".
-// The list is sorted.
-func DefaultTags(root, rel string) []string {
-	if root == "models" {
-		if folder, _, ok := strings.Cut(rel, "/"); ok {
-			return []string{"model_type:" + folder, "models"} // "model_type:" sorts before "models"
-		}
-	}
-	return []string{root}
-}
-
-// Snapshot is the set of files at one scan. Immutable.
+// Snapshot is the set of files at one moment. Immutable.
 type Snapshot struct {
 	Files []*File // sorted by id
-	byID  map[string]*File
 	Gen   uint64
 }
 
 // Get returns the file with id.
 func (s *Snapshot) Get(id string) (*File, bool) {
-	f, ok := s.byID[id]
-	return f, ok
+	i, ok := slices.BinarySearchFunc(s.Files, id, func(f *File, id string) int { return strings.Compare(f.ID, id) })
+	if !ok {
+		return nil, false
+	}
+	return s.Files[i], true
+}
+
+// Options tune a Catalog; the zero value is fine.
+type Options struct {
+	Logger *slog.Logger
+	// Debounce gathers the bursts of events a generation or a copy makes
+	// (200 ms).
+	Debounce time.Duration
+	// RescanEvery is the interval of full rescans, a safety net for missed
+	// events: network filesystems deliver none (5 minutes).
+	RescanEvery time.Duration
+	// OnChange is called after each new snapshot is published; it must not
+	// block.
+	OnChange func()
 }
 
 // Catalog keeps a current Snapshot of the roots.
 type Catalog struct {
-	roots []Root
-	log   *slog.Logger
-	snap  atomic.Pointer[Snapshot]
-	gen   atomic.Uint64
+	roots    []Root
+	log      *slog.Logger
+	onChange func()
+	snap     atomic.Pointer[Snapshot]
+	gen      atomic.Uint64
 
-	scanMu  sync.Mutex // one scan at a time
-	watcher *fsnotify.Watcher
-	kick    chan struct{}
+	scanMu  sync.Mutex           // one scan at a time; guards dirs
+	dirs    map[string]*dirState // by real path: every folder scanned
+	watcher *watch.Watcher
+	every   time.Duration
+	reads   atomic.Int64 // folders read, for tests of what an event costs
 	quit    chan struct{}
 	wg      sync.WaitGroup
 }
 
-// Interval between full rescans, a safety net for missed events (network
-// filesystems deliver none).
-const rescanEvery = 5 * time.Minute
-
-// debounce gathers the bursts of events a generation or a copy makes.
-const debounce = 200 * time.Millisecond
+// dirState is one scanned folder: its files and the subfolders it owns.
+type dirState struct {
+	root    *Root
+	rel     string            // path inside the root, "" at its top
+	files   map[string]*File  // by base name
+	subdirs map[string]string // base name -> real path of a subfolder walked from here
+}
 
 // New scans the roots once and starts watching them. Roots whose folder
-// does not exist yet are scanned when it appears.
-func New(roots []Root, log *slog.Logger) (*Catalog, error) {
-	if log == nil {
-		log = slog.Default()
+// does not exist yet are found by a later full rescan.
+func New(roots []Root, opts Options) (*Catalog, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
-	c := &Catalog{roots: roots, log: log, kick: make(chan struct{}, 1), quit: make(chan struct{})}
-	c.snap.Store(&Snapshot{byID: map[string]*File{}})
-	w, err := fsnotify.NewWatcher()
+	if opts.Debounce <= 0 {
+		opts.Debounce = 200 * time.Millisecond
+	}
+	if opts.RescanEvery <= 0 {
+		opts.RescanEvery = 5 * time.Minute
+	}
+	w, err := watch.New(opts.Debounce, func(ev fsnotify.Event) bool { return ev.Op == fsnotify.Chmod }, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
-	c.watcher = w
+	c := &Catalog{roots: roots, log: opts.Logger, onChange: opts.OnChange, watcher: w, every: opts.RescanEvery,
+		dirs: map[string]*dirState{}, quit: make(chan struct{})}
+	c.snap.Store(&Snapshot{})
 	c.Rescan()
 	c.wg.Add(1)
 	go c.loop()
@@ -150,127 +167,294 @@ func (c *Catalog) Close() error {
 
 func (c *Catalog) loop() {
 	defer c.wg.Done()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	tick := time.NewTicker(rescanEvery)
+	tick := time.NewTicker(c.every)
 	defer tick.Stop()
 	for {
 		select {
-		case ev, ok := <-c.watcher.Events:
+		case b, ok := <-c.watcher.Batches():
 			if !ok {
 				return
 			}
-			if ev.Op != fsnotify.Chmod {
-				timer.Reset(debounce)
+			if b.Lost {
+				c.Rescan()
+				continue
 			}
-		case err, ok := <-c.watcher.Errors:
-			if !ok {
-				return
-			}
-			c.log.Warn("watching asset folders", "err", err)
-			timer.Reset(debounce)
-		case <-timer.C:
-			c.Rescan()
+			c.rescanPaths(b.Paths)
 		case <-tick.C:
 			c.Rescan()
 		case <-c.quit:
-			timer.Stop()
 			return
 		}
 	}
 }
 
-// Rescan walks the roots and publishes a new snapshot if anything changed.
-// Files whose size and modification time did not change keep their record.
+// Rescan walks every root from scratch and publishes a new snapshot if
+// anything changed. Files whose size and modification time did not change
+// keep their record.
 func (c *Catalog) Rescan() {
 	c.scanMu.Lock()
 	defer c.scanMu.Unlock()
 	old := c.snap.Load()
-	var files []*File
-	changed := false
-	for _, r := range c.roots {
+	for d := range c.dirs {
+		c.watcher.Remove(d)
+	}
+	c.dirs = map[string]*dirState{}
+	var found []*File
+	for i := range c.roots {
+		r := &c.roots[i]
 		if r.Dir == "" {
 			continue
 		}
-		c.walkRoot(r, func(rel, full string, info fs.FileInfo) {
-			if r.Category != "" {
-				rel = r.Category + "/" + rel
+		top, err := filepath.EvalSymlinks(r.Dir)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				c.log.Warn("scanning assets", "root", r.Dir, "err", err)
 			}
-			id := ID(r.key(), rel)
-			if f, ok := old.byID[id]; ok && f.Size == info.Size() && f.Modified.Equal(info.ModTime()) && f.full == full {
-				files = append(files, f)
-				return
-			}
-			changed = true
-			files = append(files, newFile(r, rel, full, info))
-		})
+			continue // a folder that appears later is found by the periodic rescan
+		}
+		c.walk(top, r, "", 0, old, &found)
 	}
-	if !changed && len(files) == len(old.Files) {
+	slices.SortFunc(found, func(a, b *File) int { return strings.Compare(a.ID, b.ID) })
+	if slices.Equal(found, old.Files) {
 		return
 	}
-	slices.SortFunc(files, func(a, b *File) int { return strings.Compare(a.ID, b.ID) })
-	byID := make(map[string]*File, len(files))
-	for _, f := range files {
-		byID[f.ID] = f
+	c.publish(found)
+}
+
+// rescanPaths rescans the folders that events named: the folder an entry
+// changed in, and the entry itself if it was a folder.
+func (c *Catalog) rescanPaths(paths map[string]struct{}) {
+	c.scanMu.Lock()
+	defer c.scanMu.Unlock()
+	todo := map[string]bool{}
+	for p := range paths {
+		if _, ok := c.dirs[filepath.Dir(p)]; ok {
+			todo[filepath.Dir(p)] = true
+		}
+		if _, ok := c.dirs[p]; ok {
+			todo[p] = true
+		}
 	}
-	c.snap.Store(&Snapshot{Files: files, byID: byID, Gen: c.gen.Add(1)})
+	old := c.snap.Load()
+	removed := map[string]bool{}
+	var added []*File
+	for d := range todo {
+		c.refresh(d, old, removed, &added)
+	}
+	if len(removed) == 0 && len(added) == 0 {
+		return
+	}
+	c.publish(merge(old.Files, removed, added))
+}
+
+func (c *Catalog) publish(files []*File) {
+	c.snap.Store(&Snapshot{Files: files, Gen: c.gen.Add(1)})
+	if c.onChange != nil {
+		c.onChange()
+	}
+}
+
+// merge returns files without the removed ids, with added in place (a
+// file in added replaces the one with its id). It copies runs of unchanged
+// records and finds each edit by binary search, so a change of a few files
+// costs little more than a copy of the slice.
+func merge(files []*File, removed map[string]bool, added []*File) []*File {
+	type edit struct {
+		id string
+		f  *File // nil: remove
+	}
+	edits := make([]edit, 0, len(removed)+len(added))
+	for id := range removed {
+		edits = append(edits, edit{id: id})
+	}
+	for _, f := range added {
+		edits = append(edits, edit{f.ID, f})
+	}
+	// Sort by id; for one id an addition (f != nil) wins over a removal.
+	slices.SortFunc(edits, func(a, b edit) int {
+		if c := strings.Compare(a.id, b.id); c != 0 {
+			return c
+		}
+		return boolCmp(a.f == nil, b.f == nil)
+	})
+	out := make([]*File, 0, len(files)+len(added))
+	i := 0
+	for k, e := range edits {
+		if k > 0 && edits[k-1].id == e.id {
+			continue
+		}
+		j, found := slices.BinarySearchFunc(files[i:], e.id, func(f *File, id string) int { return strings.Compare(f.ID, id) })
+		j += i
+		out = append(out, files[i:j]...)
+		if e.f != nil {
+			out = append(out, e.f)
+		}
+		if found {
+			j++
+		}
+		i = j
+	}
+	return append(out, files[i:]...)
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // maxDepth bounds how deep a walk goes, whatever symlinked folders do.
 const maxDepth = 64
 
-// walkRoot calls found for every asset file under r. Symlinked folders are
-// followed, as ComfyUI does (models on another disk are usually linked in),
-// each real folder once so a link loop ends; symlinked files are not listed.
-// Hidden files and folders and ComfyUI's placeholders are skipped.
-func (c *Catalog) walkRoot(r Root, found func(rel, full string, info fs.FileInfo)) {
-	top, err := filepath.EvalSymlinks(r.Dir)
+// walk scans the folder real (a resolved path) and everything below it not
+// scanned yet, recording each folder and collecting its files. Symlinked
+// folders are followed, as ComfyUI does (models on another disk are usually
+// linked in), each real folder once so link loops end; symlinked files are
+// not listed. Hidden entries and ComfyUI's placeholders are skipped.
+func (c *Catalog) walk(real string, r *Root, rel string, depth int, old *Snapshot, found *[]*File) {
+	if _, seen := c.dirs[real]; seen || depth > maxDepth {
+		return
+	}
+	st := &dirState{root: r, rel: rel, files: map[string]*File{}, subdirs: map[string]string{}}
+	c.dirs[real] = st
+	_ = c.watcher.Add(real)
+	c.reads.Add(1)
+	entries, err := os.ReadDir(real)
+	if err != nil {
+		c.log.Warn("scanning assets", "path", real, "err", err)
+		return
+	}
+	for _, e := range entries {
+		if f := c.entry(real, st, e, old); f != nil {
+			st.files[e.Name()] = f
+			*found = append(*found, f)
+		} else if sub := c.subdir(real, e); sub != "" {
+			if _, seen := c.dirs[sub]; !seen && depth < maxDepth {
+				st.subdirs[e.Name()] = sub
+				c.walk(sub, r, path.Join(rel, e.Name()), depth+1, old, found)
+			}
+		}
+	}
+}
+
+// entry returns the asset record for a regular file in dir, reusing the
+// old one when the file did not change; nil for anything else.
+func (c *Catalog) entry(dir string, st *dirState, e fs.DirEntry, old *Snapshot) *File {
+	name := e.Name()
+	if strings.HasPrefix(name, ".") || !e.Type().IsRegular() || isPlaceholder(name) {
+		return nil
+	}
+	info, err := e.Info()
+	if err != nil {
+		return nil
+	}
+	full := filepath.Join(dir, name)
+	same := func(f *File) bool { return f.Size == info.Size() && f.Modified.Equal(info.ModTime()) && f.full == full }
+	if f := st.files[name]; f != nil && same(f) {
+		return f // known to this folder already: no id to compute
+	}
+	rel := path.Join(st.rel, name)
+	if st.root.Category != "" {
+		rel = st.root.Category + "/" + rel
+	}
+	if f, ok := old.Get(ID(st.root.key(), rel)); ok && same(f) {
+		return f
+	}
+	return newFile(*st.root, rel, full, info)
+}
+
+// subdir returns the real path of a folder entry (following a symlink), or
+// "" when the entry is not a folder to walk.
+func (c *Catalog) subdir(dir string, e fs.DirEntry) string {
+	if strings.HasPrefix(e.Name(), ".") {
+		return ""
+	}
+	p := filepath.Join(dir, e.Name())
+	switch t := e.Type(); {
+	case t.IsDir():
+		return p
+	case t&fs.ModeSymlink != 0:
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return "" // dangling
+		}
+		if fi, err := os.Stat(real); err == nil && fi.IsDir() {
+			return real
+		}
+	}
+	return ""
+}
+
+// refresh rescans one known folder: its files, and subfolders that appeared
+// or went away. Removed ids and new or changed records are collected.
+func (c *Catalog) refresh(dir string, old *Snapshot, removed map[string]bool, added *[]*File) {
+	st, ok := c.dirs[dir]
+	if !ok {
+		return // dropped with its parent earlier in this batch
+	}
+	c.reads.Add(1)
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			c.log.Warn("scanning assets", "root", r.Dir, "err", err)
-		}
-		return // a folder that appears later is found by the periodic rescan
-	}
-	visited := map[string]bool{}
-	var walk func(dir, rel string, depth int)
-	walk = func(dir, rel string, depth int) {
-		if visited[dir] || depth > maxDepth {
-			return
-		}
-		visited[dir] = true
-		_ = c.watcher.Add(dir)
-		entries, err := os.ReadDir(dir)
-		if err != nil {
 			c.log.Warn("scanning assets", "path", dir, "err", err)
-			return
 		}
-		for _, e := range entries {
-			name := e.Name()
-			if strings.HasPrefix(name, ".") {
+		c.drop(dir, removed)
+		return
+	}
+	files := map[string]*File{}
+	subdirs := map[string]string{}
+	for _, e := range entries {
+		name := e.Name()
+		if f := c.entry(dir, st, e, old); f != nil {
+			files[name] = f
+			if st.files[name] != f {
+				*added = append(*added, f)
+				delete(removed, f.ID)
+			}
+		} else if sub := c.subdir(dir, e); sub != "" {
+			if was, ok := st.subdirs[name]; ok && was == sub {
+				subdirs[name] = sub // known: its own events keep it current
 				continue
 			}
-			p := filepath.Join(dir, name)
-			sub := path.Join(rel, name)
-			switch t := e.Type(); {
-			case t&fs.ModeSymlink != 0:
-				real, err := filepath.EvalSymlinks(p)
-				if err != nil {
-					continue // dangling
-				}
-				if fi, err := os.Stat(real); err == nil && fi.IsDir() {
-					walk(real, sub, depth+1)
-				}
-			case t.IsDir():
-				walk(p, sub, depth+1)
-			case t.IsRegular() && !isPlaceholder(name):
-				info, err := e.Info()
-				if err == nil {
-					found(sub, p, info)
-				}
+			if _, seen := c.dirs[sub]; !seen {
+				subdirs[name] = sub
+				var found []*File
+				c.walk(sub, st.root, path.Join(st.rel, name), 0, old, &found)
+				*added = append(*added, found...)
 			}
 		}
 	}
-	walk(top, "", 0)
+	for name, f := range st.files {
+		if files[name] == nil {
+			removed[f.ID] = true
+		}
+	}
+	for name, sub := range st.subdirs {
+		if subdirs[name] != sub {
+			c.drop(sub, removed)
+		}
+	}
+	st.files, st.subdirs = files, subdirs
+}
+
+// drop forgets a folder and everything scanned below it.
+func (c *Catalog) drop(dir string, removed map[string]bool) {
+	st, ok := c.dirs[dir]
+	if !ok {
+		return
+	}
+	delete(c.dirs, dir)
+	c.watcher.Remove(dir)
+	for _, f := range st.files {
+		removed[f.ID] = true
+	}
+	for _, sub := range st.subdirs {
+		c.drop(sub, removed)
+	}
 }
 
 // isPlaceholder matches the empty "put_checkpoints_here" files ComfyUI ships.
@@ -290,7 +474,6 @@ func newFile(r Root, rel, full string, info fs.FileInfo) *File {
 		Modified: info.ModTime(),
 		Created:  info.ModTime(),
 		Accessed: info.ModTime(),
-		Defaults: DefaultTags(root, rel),
 		full:     full,
 	}
 	if at, ok := accessTime(info); ok {
@@ -302,8 +485,8 @@ func newFile(r Root, rel, full string, info fs.FileInfo) *File {
 		f.Created = bt
 	}
 	if root == "models" {
-		if _, inside, ok := strings.Cut(rel, "/"); ok {
-			f.LoaderPath = inside
+		if cat, inside, ok := strings.Cut(rel, "/"); ok {
+			f.Category, f.LoaderPath = cat, inside
 		}
 	}
 	return f

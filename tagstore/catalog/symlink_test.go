@@ -31,7 +31,7 @@ func TestSymlinkedFoldersAreFollowed(t *testing.T) {
 	must(t, os.Symlink(filepath.Join(disk, "loras"), filepath.Join(disk, "models", "loras")))                // symlinked category
 	must(t, os.Symlink(filepath.Join(disk, "models"), filepath.Join(disk, "models", "checkpoints", "loop"))) // a loop
 	must(t, os.Symlink(filepath.Join(base, "nowhere"), filepath.Join(comfy, "input", "dangling")))
-	c, err := New([]Root{{Name: "models", Dir: filepath.Join(comfy, "models")}, {Name: "input", Dir: filepath.Join(comfy, "input")}}, nil)
+	c, err := New([]Root{{Name: "models", Dir: filepath.Join(comfy, "models")}, {Name: "input", Dir: filepath.Join(comfy, "input")}}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestSymlinkedFoldersAreFollowed(t *testing.T) {
 		t.Fatalf("listed %q, want %q", names, want)
 	}
 	lora := got["models/loras/style.safetensors"]
-	if !reflect.DeepEqual(lora.Defaults, []string{"model_type:loras", "models"}) || lora.LoaderPath != "style.safetensors" {
+	if lora.Category != "loras" || lora.LoaderPath != "style.safetensors" {
 		t.Fatalf("lora %+v", lora)
 	}
 	f, err := c.Open(lora)
@@ -83,7 +83,7 @@ other:
 	if len(roots) != 4 {
 		t.Fatalf("roots %+v", roots)
 	}
-	c, err := New(roots, nil)
+	c, err := New(roots, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,8 +103,8 @@ other:
 		if !ok {
 			t.Fatalf("%s not listed", p)
 		}
-		if f.Defaults[0] != "model_type:"+want.cat || f.LoaderPath != want.loader {
-			t.Errorf("%s: tags %q loader %q", p, f.Defaults, f.LoaderPath)
+		if f.Category != want.cat || f.LoaderPath != want.loader {
+			t.Errorf("%s: category %q loader %q", p, f.Category, f.LoaderPath)
 		}
 		if f.ID == ID("models", f.Rel) {
 			t.Errorf("%s: id collides with the default models folder's", p)

@@ -1,4 +1,4 @@
-package proxy
+package assetapi
 
 import (
 	"encoding/json"
@@ -10,9 +10,10 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/comfyshim/comfyshim/proxy/internal/comfytest"
 	"github.com/comfyshim/comfyshim/tagstore"
+	"github.com/comfyshim/comfyshim/tagstore/assets"
 )
 
 // fixture is a ComfyUI folder with a known set of files, served by a shim.
@@ -24,7 +25,6 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	_, ts := startUpstream(t)
 	d := newComfyDir(t)
 	ids := map[string]string{
 		"photo.png":          d.add("input/photo.png", "aa", 1),
@@ -37,7 +37,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	d.add("models/checkpoints/put_checkpoints_here", "", 8)
 	d.add("output/.hidden.png", "h", 9)
-	s := startShim(t, d.config(ts.URL))
+	s := serveDir(t, d)
 	return &fixture{comfyDir: d, s: s, ids: ids}
 }
 
@@ -54,7 +54,7 @@ func TestListAssets(t *testing.T) {
 		t.Fatalf("total %d has_more %v len %d", l.Total, l.HasMore, len(l.Assets))
 	}
 	// Default order: created_at desc.
-	if got := l.names(); got != "style.safetensors,sd15.safetensors,page.html,ComfyUI_00002_.png,ComfyUI_00001_.png,Cat.JPG,photo.png" {
+	if got := l.Names(); got != "style.safetensors,sd15.safetensors,page.html,ComfyUI_00002_.png,ComfyUI_00001_.png,Cat.JPG,photo.png" {
 		t.Fatalf("order %s", got)
 	}
 	byName := map[string]int{}
@@ -112,21 +112,20 @@ func TestListAssetsQueries(t *testing.T) {
 				t.Fatalf("%d %s", st, body)
 			}
 			l := decode[listResp](t, body)
-			if l.names() != tc.want || l.Total != tc.total || l.HasMore != tc.more {
-				t.Fatalf("got %s total %d more %v; want %s total %d more %v", l.names(), l.Total, l.HasMore, tc.want, tc.total, tc.more)
+			if l.Names() != tc.want || l.Total != tc.total || l.HasMore != tc.more {
+				t.Fatalf("got %s total %d more %v; want %s total %d more %v", l.Names(), l.Total, l.HasMore, tc.want, tc.total, tc.more)
 			}
 		})
 	}
 }
 
 func TestSortTiesBrokenByID(t *testing.T) {
-	_, ts := startUpstream(t)
 	d := newComfyDir(t)
 	var ids []string
 	for i := 0; i < 6; i++ {
 		ids = append(ids, d.add(fmt.Sprintf("output/same_%d.png", i), "x", 1))
 	}
-	s := startShim(t, d.config(ts.URL))
+	s := serveDir(t, d)
 	for _, order := range []string{"asc", "desc"} {
 		st, body := call(t, "GET", s.URL+"/api/assets?sort=size&order="+order, "")
 		if st != 200 {
@@ -330,7 +329,7 @@ func TestListTagsAndRefine(t *testing.T) {
 	if st, _ := call(t, "POST", f.url("/api/assets/"+f.ids["page.html"]+"/tags"), `{"tags":["orphan"]}`); st != 200 {
 		t.Fatal(st)
 	}
-	os.Remove(filepath.Join(f.base, "output", "page.html"))
+	os.Remove(filepath.Join(f.Base, "output", "page.html"))
 	waitFor(t, func() bool {
 		st, _ := call(t, "GET", f.url("/api/assets/"+f.ids["page.html"]), "")
 		return st == 404
@@ -382,45 +381,6 @@ func TestListTagsAndRefine(t *testing.T) {
 	}
 }
 
-func TestAssetRoutesAreNeverForwarded(t *testing.T) {
-	up, ts := startUpstream(t)
-	d := newComfyDir(t)
-	id := d.add("output/a.png", "a", 1)
-	s := startShim(t, d.config(ts.URL))
-	cases := []struct {
-		method, path string
-		status       int
-		code         string
-	}{
-		{"POST", "/api/assets", 501, "NOT_IMPLEMENTED"},
-		{"PUT", "/api/assets/" + id, 501, "NOT_IMPLEMENTED"},
-		{"DELETE", "/api/assets/" + id, 501, "NOT_IMPLEMENTED"},
-		{"POST", "/api/assets/from-hash", 501, "NOT_IMPLEMENTED"},
-		{"GET", "/api/assets/remote-metadata", 501, "NOT_IMPLEMENTED"},
-		{"POST", "/api/assets/download", 501, "NOT_IMPLEMENTED"},
-		{"PATCH", "/api/assets/" + id, 404, "NOT_FOUND"},
-		{"GET", "/api/assets/" + id + "/nothing", 404, "NOT_FOUND"},
-		{"POST", "/api/tags", 404, "NOT_FOUND"},
-		{"GET", "/api/tags/", 404, "NOT_FOUND"},
-	}
-	for _, tc := range cases {
-		st, body := call(t, tc.method, s.URL+tc.path, `{"name":"x"}`)
-		if e := decode[ErrorResponse](t, body); st != tc.status || e.Code != tc.code {
-			t.Errorf("%s %s: %d %s", tc.method, tc.path, st, body)
-		}
-	}
-	resp, err := testClient.Do(mustReq(t, "HEAD", s.URL+"/api/assets/hash/blake3:"+strings.Repeat("a", 64), nil))
-	if err != nil || resp.StatusCode != 501 {
-		t.Fatalf("HEAD hash: %v %v", resp, err)
-	}
-	resp.Body.Close()
-	for _, seen := range up.Seen() {
-		if strings.HasPrefix(seen.RawPath, "/api/assets") || strings.HasPrefix(seen.RawPath, "/api/tags") {
-			t.Fatalf("forwarded %s %s", seen.Method, seen.RawPath)
-		}
-	}
-}
-
 func TestBrokenSidecarAnswers503(t *testing.T) {
 	f := newFixture(t)
 	u := f.url("/api/assets/" + f.ids["photo.png"] + "/tags")
@@ -450,79 +410,19 @@ func TestBrokenSidecarAnswers503(t *testing.T) {
 	}
 }
 
-// TestEndToEnd: a file appears in output/, is listed, tagged, filtered by
-// tag, survives a restart, and a hand edit of the sidecar shows up in
-// GET /api/tags within a second.
-func TestEndToEnd(t *testing.T) {
-	_, ts := startUpstream(t)
-	d := newComfyDir(t)
-	cfg := d.config(ts.URL)
-	s := startShim(t, cfg)
-
-	// ComfyUI finishes a generation.
-	id := d.add("output/run/ComfyUI_00042_.png", "png-bytes", 10)
-	var l listResp
-	waitFor(t, func() bool {
-		_, body := call(t, "GET", s.URL+"/api/assets?include_tags=output", "")
-		l = decode[listResp](t, body)
-		return l.Total == 1
-	})
-	if l.Assets[0].ID != id || l.Assets[0].DisplayName != "run/ComfyUI_00042_.png" {
-		t.Fatalf("listed %+v", l.Assets[0])
-	}
-	if st, body := call(t, "POST", s.URL+"/api/assets/"+id+"/tags", `{"tags":["keeper"]}`); st != 200 {
-		t.Fatalf("%d %s", st, body)
-	}
-	_, body := call(t, "GET", s.URL+"/api/assets?include_tags=keeper", "")
-	if l = decode[listResp](t, body); l.Total != 1 || l.Assets[0].ID != id {
-		t.Fatalf("filter by new tag: %s", body)
-	}
-
-	// Restart on the same folders.
-	if err := s.stop(); err != nil {
-		t.Fatal(err)
-	}
-	s2 := startShim(t, cfg)
-	_, body = call(t, "GET", s2.URL+"/api/assets/"+id, "")
-	if a := decode[map[string]any](t, body); fmt.Sprint(a["tags"]) != "[keeper output]" {
-		t.Fatalf("after restart: %s", body)
-	}
-
-	// A person edits the sidecar by hand.
-	data, _ := os.ReadFile(d.tagsFile())
-	edited := strings.Replace(string(data), `"keeper"`, `"keeper", "hand-made"`, 1)
-	if edited == string(data) {
-		t.Fatalf("unexpected sidecar layout:\n%s", data)
-	}
-	tmp := d.tagsFile() + ".swp"
-	os.WriteFile(tmp, []byte(edited), 0o644)
-	os.Rename(tmp, d.tagsFile())
-	start := time.Now()
-	for {
-		_, body := call(t, "GET", s2.URL+"/api/tags?prefix=hand", "")
-		if decode[tagsResp](t, body).String() == "hand-made=1" {
-			break
-		}
-		if time.Since(start) > time.Second {
-			t.Fatalf("hand edit not visible after a second: %s", body)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func FuzzParseTagsBody(f *testing.F) {
 	for _, s := range []string{`{"tags":["a"," b ","a"]}`, `{"tags":[]}`, `[]`, `{"tags":[1]}`, `{"tags":["\u0000"]}`, `{`, `{"tags":["a"]}x`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		tags, code, err := parseTagsBody(body)
+		tags, err := parseTagsBody(body)
 		if err != nil {
-			if code != "INVALID_JSON" && code != "INVALID_BODY" {
+			if code := err.(*Error).Code; code != "INVALID_JSON" && code != "INVALID_BODY" {
 				t.Fatalf("code %q", code)
 			}
 			return
 		}
-		if len(tags) == 0 || len(tags) > tagstore.MaxTagsPerRequest {
+		if len(tags) == 0 || len(tags) > assets.MaxTagsPerRequest {
 			t.Fatalf("%d tags accepted", len(tags))
 		}
 		seen := map[string]bool{}
@@ -548,12 +448,12 @@ func TestConformanceCheckCatchesViolations(t *testing.T) {
 	}
 	for _, b := range bad {
 		req := mustReq(t, b.method, "http://127.0.0.1:1"+b.path, nil)
-		if err := validateAgainstSpec(t, req, "", 200, h, []byte(b.body)); err == nil {
+		if err := comfytest.ValidateAgainstSpec(t, req, "", 200, h, []byte(b.body)); err == nil {
 			t.Errorf("%s %s accepted %s", b.method, b.path, b.body)
 		}
 	}
 	good := mustReq(t, "GET", "http://127.0.0.1:1/api/tags", nil)
-	if err := validateAgainstSpec(t, good, "", 200, h, []byte(`{"tags":[],"total":0,"has_more":false}`)); err != nil {
+	if err := comfytest.ValidateAgainstSpec(t, good, "", 200, h, []byte(`{"tags":[],"total":0,"has_more":false}`)); err != nil {
 		t.Fatalf("valid body refused: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package catalog
+package assets
 
 import (
 	"cmp"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/comfyshim/comfyshim/tagstore"
+	"github.com/comfyshim/comfyshim/tagstore/catalog"
 )
 
 // Tags is where an Index reads edited tags from; *tagstore.Store is one.
@@ -20,7 +21,7 @@ type Tags interface {
 
 // Asset is a listed file with its effective tags.
 type Asset struct {
-	*File
+	*catalog.File
 	Tags []string // sorted
 }
 
@@ -58,7 +59,7 @@ func (b bitset) clear(i int)    { b[i>>6] &^= 1 << (uint(i) & 63) }
 
 // BuildIndex joins snap and tags. A sidecar entry replaces the file's
 // default tags; sidecar entries without a file are not listed.
-func BuildIndex(snap *Snapshot, tags Tags) *Index {
+func BuildIndex(snap *catalog.Snapshot, tags Tags) *Index {
 	tagGen := tags.Generation() // read first: a later change then forces an update
 	idx := &Index{
 		Assets:    make([]Asset, len(snap.Files)),
@@ -183,12 +184,12 @@ func (x *Index) tagBits(t string) bitset {
 }
 
 // AssetOf gives a file its effective tags: the sidecar's entry if it has
-// one, else the defaults.
-func AssetOf(f *File, tags Tags) Asset {
+// one, else its default tags (an unedited asset keeps them).
+func AssetOf(f *catalog.File, tags Tags) Asset {
 	if e, ok := tags.Get(f.ID); ok {
 		return Asset{File: f, Tags: e.Tags}
 	}
-	return Asset{File: f, Tags: f.Defaults}
+	return Asset{File: f, Tags: DefaultTags(f)}
 }
 
 // Get returns the listed asset with id.

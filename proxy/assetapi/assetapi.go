@@ -1,4 +1,6 @@
-package proxy
+// Package assetapi serves the Comfy Cloud asset endpoints over the asset
+// library: request parsing, responses, and one error type.
+package assetapi
 
 import (
 	"bytes"
@@ -12,29 +14,61 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/comfyshim/comfyshim/tagstore"
-	"github.com/comfyshim/comfyshim/tagstore/catalog"
+	"github.com/comfyshim/comfyshim/proxy/apierror"
+	"github.com/comfyshim/comfyshim/tagstore/assets"
 )
 
-// assetAPI serves the Cloud asset tag endpoints over the catalog of ComfyUI
-// files and the tag store.
-type assetAPI struct {
-	files   *catalog.Catalog
-	tags    *tagstore.Store
-	maxBody int64
-
-	buildMu sync.Mutex
-	index   atomic.Pointer[catalog.Index]
+// Options tune the API.
+type Options struct {
+	MaxBody int64 // bound on JSON request bodies
+	// Origin is the scheme://host the client used, for the URLs the API
+	// builds (preview_url).
+	Origin func(*http.Request) string
 }
 
-func (a *assetAPI) mount(r gin.IRouter) {
+// api serves the Cloud asset endpoints over a library of assets.
+type api struct {
+	lib  *assets.Library
+	opts Options
+}
+
+// Error is an API error: its status, Cloud error code and message.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func badQuery(format string, args ...any) *Error {
+	return &Error{http.StatusBadRequest, "INVALID_QUERY", fmt.Sprintf(format, args...)}
+}
+
+// fail answers err: an *Error as it says, anything else as a 500.
+func fail(c *gin.Context, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{http.StatusInternalServerError, "INTERNAL_ERROR", "internal error"}
+	}
+	apierror.Write(c.Writer, e.Status, e.Code, e.Message)
+	c.Abort()
+}
+
+// Mount serves the asset endpoints on r.
+func Mount(r gin.IRouter, lib *assets.Library, opts Options) {
+	if opts.Origin == nil {
+		opts.Origin = func(r *http.Request) string { return "http://" + r.Host }
+	}
+	(&api{lib: lib, opts: opts}).mount(r)
+}
+
+func (a *api) mount(r gin.IRouter) {
 	r.GET("/api/assets", a.list)
 	r.GET("/api/assets/:id", a.get)
 	r.GET("/api/assets/:id/content", a.content)
@@ -43,7 +77,7 @@ func (a *assetAPI) mount(r gin.IRouter) {
 	r.GET("/api/tags", a.listTags)
 	r.GET("/api/assets/tags/refine", a.refine)
 	notImpl := func(c *gin.Context) {
-		apiError(c, http.StatusNotImplemented, "NOT_IMPLEMENTED", c.Request.Method+" "+c.FullPath()+" is not implemented by comfyshim")
+		fail(c, &Error{http.StatusNotImplemented, "NOT_IMPLEMENTED", c.Request.Method + " " + c.FullPath() + " is not implemented by comfyshim"})
 	}
 	r.POST("/api/assets", notImpl)
 	r.PUT("/api/assets/:id", notImpl)
@@ -54,46 +88,11 @@ func (a *assetAPI) mount(r gin.IRouter) {
 	r.HEAD("/api/assets/hash/:hash", notImpl)
 }
 
-// ownsPath reports whether a path belongs to the asset API, so requests the
-// router did not match (other methods, unknown sub-paths) are answered here
-// and never forwarded.
-func ownsPath(p string) bool {
+// Owns reports whether a path belongs to the asset API, so requests the
+// router did not match (other methods, unknown sub-paths) are answered by
+// comfyshim and never forwarded.
+func Owns(p string) bool {
 	return p == "/api/tags" || p == "/api/tags/" || p == "/api/assets" || strings.HasPrefix(p, "/api/assets/")
-}
-
-func apiError(c *gin.Context, status int, code, msg string) {
-	writeError(c.Writer, status, code, msg)
-	c.Abort()
-}
-
-// current returns the index for the current files and tags, rebuilding it
-// when either changed.
-func (a *assetAPI) current() *catalog.Index {
-	snap := a.files.Snapshot()
-	gen := a.tags.Generation()
-	if x := a.index.Load(); x != nil && x.FileGen == snap.Gen && x.TagGen == gen {
-		return x
-	}
-	a.buildMu.Lock()
-	defer a.buildMu.Unlock()
-	snap = a.files.Snapshot()
-	gen = a.tags.Generation()
-	x := a.index.Load()
-	switch {
-	case x != nil && x.FileGen == snap.Gen && x.TagGen == gen:
-		return x
-	case x != nil && x.FileGen == snap.Gen:
-		// Only tags changed: patch the assets that changed.
-		if ids, ok := a.tags.ChangedSince(x.TagGen); ok {
-			x = x.Update(ids, a.tags, gen)
-			break
-		}
-		x = catalog.BuildIndex(snap, a.tags)
-	default:
-		x = catalog.BuildIndex(snap, a.tags)
-	}
-	a.index.Store(x)
-	return x
 }
 
 // assetJSON is the Cloud Asset schema plus OSS ComfyUI's display_name and
@@ -116,7 +115,7 @@ type assetJSON struct {
 
 func timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
-func toJSON(c *gin.Context, x catalog.Asset) assetJSON {
+func (a *api) toJSON(c *gin.Context, x assets.Asset) assetJSON {
 	out := assetJSON{
 		ID:             x.ID,
 		Name:           x.Name,
@@ -133,51 +132,44 @@ func toJSON(c *gin.Context, x catalog.Asset) assetJSON {
 	if x.Root != "models" { // ComfyUI's /view serves input, output and temp only
 		sub, file := path.Split(x.Rel)
 		q := url.Values{"type": {x.Root}, "filename": {file}, "subfolder": {strings.TrimSuffix(sub, "/")}}
-		out.PreviewURL = requestOrigin(c.Request) + "/api/view?" + q.Encode()
+		out.PreviewURL = a.opts.Origin(c.Request) + "/api/view?" + q.Encode()
 	}
 	return out
 }
 
-// requestOrigin is the scheme and host the client used: behind a trusted
-// https proxy, https.
-func requestOrigin(r *http.Request) string {
-	return clientOf(r).scheme() + "://" + r.Host
-}
-
-func (a *assetAPI) list(c *gin.Context) {
+func (a *api) list(c *gin.Context) {
 	q, err := parseListQuery(c.Request.URL.Query())
 	if err != nil {
-		apiError(c, http.StatusBadRequest, "INVALID_QUERY", err.Error())
+		fail(c, err)
 		return
 	}
-	page, total := a.current().List(q.filter, q.sort, q.desc, q.offset, q.limit)
-	assets := make([]assetJSON, len(page))
+	page, total := a.lib.Current().List(q.filter, q.sort, q.desc, q.offset, q.limit)
+	out := make([]assetJSON, len(page))
 	for i, x := range page {
-		assets[i] = toJSON(c, x)
+		out[i] = a.toJSON(c, x)
 	}
-	c.JSON(http.StatusOK, gin.H{"assets": assets, "total": total, "has_more": q.offset+len(page) < total})
+	c.JSON(http.StatusOK, gin.H{"assets": out, "total": total, "has_more": q.offset+len(page) < total})
 }
 
 // lookup resolves the :id parameter to a listed asset, answering the error
-// itself when there is none. It reads the catalog and the store directly:
-// single-asset requests never wait for an index rebuild.
-func (a *assetAPI) lookup(c *gin.Context) (catalog.Asset, bool) {
-	id, err := tagstore.CanonicalID(c.Param("id"))
+// itself when there is none.
+func (a *api) lookup(c *gin.Context) (assets.Asset, bool) {
+	id, err := assets.CanonicalID(c.Param("id"))
 	if err != nil {
-		apiError(c, http.StatusBadRequest, "INVALID_ID", err.Error())
-		return catalog.Asset{}, false
+		fail(c, &Error{http.StatusBadRequest, "INVALID_ID", err.Error()})
+		return assets.Asset{}, false
 	}
-	f, ok := a.files.Snapshot().Get(id)
+	x, ok := a.lib.Get(id)
 	if !ok {
-		apiError(c, http.StatusNotFound, "ASSET_NOT_FOUND", "no asset with id "+id)
-		return catalog.Asset{}, false
+		fail(c, &Error{http.StatusNotFound, "ASSET_NOT_FOUND", "no asset with id " + id})
+		return assets.Asset{}, false
 	}
-	return catalog.AssetOf(f, a.tags), true
+	return x, true
 }
 
-func (a *assetAPI) get(c *gin.Context) {
+func (a *api) get(c *gin.Context) {
 	if x, ok := a.lookup(c); ok {
-		c.JSON(http.StatusOK, toJSON(c, x))
+		c.JSON(http.StatusOK, a.toJSON(c, x))
 	}
 }
 
@@ -185,20 +177,20 @@ func (a *assetAPI) get(c *gin.Context) {
 // anything else (HTML, SVG, scripts) is sent as a download.
 var inlineSafe = []string{"image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "video/mp4", "video/webm", "audio/mpeg", "audio/wav", "audio/flac", "audio/ogg"}
 
-func (a *assetAPI) content(c *gin.Context) {
+func (a *api) content(c *gin.Context) {
 	x, ok := a.lookup(c)
 	if !ok {
 		return
 	}
-	f, err := a.files.Open(x.File)
+	f, err := a.lib.Open(x)
 	if err != nil {
-		apiError(c, http.StatusNotFound, "ASSET_NOT_FOUND", "asset file is no longer readable")
+		fail(c, &Error{http.StatusNotFound, "ASSET_NOT_FOUND", "asset file is no longer readable"})
 		return
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
-		apiError(c, http.StatusNotFound, "ASSET_NOT_FOUND", "asset file is no longer readable")
+		fail(c, &Error{http.StatusNotFound, "ASSET_NOT_FOUND", "asset file is no longer readable"})
 		return
 	}
 	h := c.Writer.Header()
@@ -215,52 +207,37 @@ func (a *assetAPI) content(c *gin.Context) {
 	http.ServeContent(c.Writer, c.Request, "", fi.ModTime(), f)
 }
 
-func (a *assetAPI) addTags(c *gin.Context)    { a.modify(c, false) }
-func (a *assetAPI) removeTags(c *gin.Context) { a.modify(c, true) }
+func (a *api) addTags(c *gin.Context)    { a.modify(c, false) }
+func (a *api) removeTags(c *gin.Context) { a.modify(c, true) }
 
-func (a *assetAPI) modify(c *gin.Context, remove bool) {
+func (a *api) modify(c *gin.Context, remove bool) {
 	x, ok := a.lookup(c)
 	if !ok {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, a.maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, a.opts.MaxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			apiError(c, http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", fmt.Sprintf("body larger than %d bytes", a.maxBody))
+			fail(c, &Error{http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", fmt.Sprintf("body larger than %d bytes", a.opts.MaxBody)})
 			return
 		}
-		apiError(c, http.StatusBadRequest, "INVALID_BODY", "reading body: "+err.Error())
+		fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", "reading body: " + err.Error()})
 		return
 	}
-	tags, code, err := parseTagsBody(body)
+	tags, err := parseTagsBody(body)
 	if err != nil {
-		apiError(c, http.StatusBadRequest, code, err.Error())
+		fail(c, err)
 		return
 	}
-	seed := tagstore.Entry{Path: x.Path(), Tags: x.Defaults}
-	var ch tagstore.Change
+	var ch assets.Change
 	if remove {
-		ch, err = a.tags.Remove(x.ID, seed, tags)
+		ch, err = a.lib.RemoveTags(x, tags)
 	} else {
-		ch, err = a.tags.Add(x.ID, seed, tags)
+		ch, err = a.lib.AddTags(x, tags)
 	}
-	switch {
-	case errors.Is(err, tagstore.ErrInvalidTags):
-		apiError(c, http.StatusBadRequest, "INVALID_BODY", err.Error())
-		return
-	case errors.Is(err, tagstore.ErrSidecarInvalid):
-		apiError(c, http.StatusServiceUnavailable, "SIDECAR_INVALID", "the tags file on disk does not parse; fix it to resume changes: "+err.Error())
-		return
-	case errors.Is(err, tagstore.ErrBusy):
-		c.Header("Retry-After", "1")
-		apiError(c, http.StatusServiceUnavailable, "SIDECAR_BUSY", "the tags file kept changing on disk during the write; nothing was changed, try again")
-		return
-	case errors.Is(err, tagstore.ErrNotDurable):
-		apiError(c, http.StatusInternalServerError, "SIDECAR_NOT_DURABLE", "the change is in the tags file, but its folder could not be synced: it may not survive a power loss")
-		return
-	case err != nil:
-		apiError(c, http.StatusInternalServerError, "INTERNAL_ERROR", "saving tags failed")
+	if err != nil {
+		fail(c, storeError(c, err))
 		return
 	}
 	if remove {
@@ -270,53 +247,71 @@ func (a *assetAPI) modify(c *gin.Context, remove bool) {
 	}
 }
 
-// parseTagsBody reads {"tags":[...]} and returns the tags normalised, or the
-// error code and reason.
-func parseTagsBody(body []byte) ([]string, string, error) {
+// storeError says what a failed tag change means to the client.
+func storeError(c *gin.Context, err error) *Error {
+	switch {
+	case errors.Is(err, assets.ErrInvalidTags):
+		return &Error{http.StatusBadRequest, "INVALID_BODY", err.Error()}
+	case errors.Is(err, assets.ErrSidecarInvalid):
+		return &Error{http.StatusServiceUnavailable, "SIDECAR_INVALID", "the tags file on disk does not parse; fix it to resume changes: " + err.Error()}
+	case errors.Is(err, assets.ErrBusy):
+		c.Header("Retry-After", "1")
+		return &Error{http.StatusServiceUnavailable, "SIDECAR_BUSY", "the tags file kept changing on disk during the write; nothing was changed, try again"}
+	case errors.Is(err, assets.ErrNotDurable):
+		return &Error{http.StatusInternalServerError, "SIDECAR_NOT_DURABLE", "the change is in the tags file, but its folder could not be synced: it may not survive a power loss"}
+	}
+	return &Error{http.StatusInternalServerError, "INTERNAL_ERROR", "saving tags failed"}
+}
+
+// parseTagsBody reads {"tags":[...]} and returns the tags normalised.
+func parseTagsBody(body []byte) ([]string, error) {
+	invalid := func(code, format string, args ...any) ([]string, error) {
+		return nil, &Error{http.StatusBadRequest, code, fmt.Sprintf(format, args...)}
+	}
 	if !utf8.Valid(body) {
-		return nil, "INVALID_JSON", errors.New("body is not valid UTF-8")
+		return invalid("INVALID_JSON", "body is not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return nil, "INVALID_JSON", fmt.Errorf("body is not valid JSON: %v", err)
+		return invalid("INVALID_JSON", "body is not valid JSON: %v", err)
 	}
 	if dec.More() {
-		return nil, "INVALID_JSON", errors.New("body has data after the JSON value")
+		return invalid("INVALID_JSON", "body has data after the JSON value")
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return nil, "INVALID_BODY", errors.New(`body must be an object {"tags":[...]}`)
+		return invalid("INVALID_BODY", `body must be an object {"tags":[...]}`)
 	}
 	raw, ok := obj["tags"]
 	if !ok {
-		return nil, "INVALID_BODY", errors.New(`missing "tags"`)
+		return invalid("INVALID_BODY", `missing "tags"`)
 	}
 	list, ok := raw.([]any)
 	if !ok {
-		return nil, "INVALID_BODY", errors.New(`"tags" must be an array of strings`)
+		return invalid("INVALID_BODY", `"tags" must be an array of strings`)
 	}
-	if len(list) > tagstore.MaxTagsPerRequest {
-		return nil, "INVALID_BODY", fmt.Errorf("%d tags; at most %d per request", len(list), tagstore.MaxTagsPerRequest)
+	if len(list) > assets.MaxTagsPerRequest {
+		return invalid("INVALID_BODY", "%d tags; at most %d per request", len(list), assets.MaxTagsPerRequest)
 	}
 	tags := make([]string, len(list))
 	for i, t := range list {
 		s, ok := t.(string)
 		if !ok {
-			return nil, "INVALID_BODY", fmt.Errorf("tags[%d] is not a string", i)
+			return invalid("INVALID_BODY", "tags[%d] is not a string", i)
 		}
 		// The decoder turns an unpaired surrogate escape (\ud800) into
 		// U+FFFD; only a literal or escaped U+FFFD may stand for itself.
 		if strings.ContainsRune(s, utf8.RuneError) && !writesReplacementChar(body) {
-			return nil, "INVALID_BODY", fmt.Errorf("tags[%d] is not valid Unicode (unpaired surrogate escape)", i)
+			return invalid("INVALID_BODY", "tags[%d] is not valid Unicode (unpaired surrogate escape)", i)
 		}
 		tags[i] = s
 	}
-	norm, err := tagstore.NormalizeTags(tags)
+	norm, err := assets.NormalizeTags(tags)
 	if err != nil {
-		return nil, "INVALID_BODY", err
+		return invalid("INVALID_BODY", "%v", err)
 	}
-	return norm, "", nil
+	return norm, nil
 }
 
 func writesReplacementChar(body []byte) bool {
@@ -327,16 +322,16 @@ func writesReplacementChar(body []byte) bool {
 // a denial of service, not a use.
 const maxOffset = 10_000_000
 
-func (a *assetAPI) listTags(c *gin.Context) {
+func (a *api) listTags(c *gin.Context) {
 	qv := c.Request.URL.Query()
 	limit, err := intParam(qv, "limit", 100, 1, 1000)
 	if err != nil {
-		apiError(c, http.StatusBadRequest, "INVALID_QUERY", err.Error())
+		fail(c, err)
 		return
 	}
 	offset, err := intParam(qv, "offset", 0, 0, maxOffset)
 	if err != nil {
-		apiError(c, http.StatusBadRequest, "INVALID_QUERY", err.Error())
+		fail(c, err)
 		return
 	}
 	byName := false
@@ -345,7 +340,7 @@ func (a *assetAPI) listTags(c *gin.Context) {
 	case "name_asc":
 		byName = true
 	default:
-		apiError(c, http.StatusBadRequest, "INVALID_QUERY", fmt.Sprintf("order %q: want count_desc or name_asc", o))
+		fail(c, badQuery("order %q: want count_desc or name_asc", o))
 		return
 	}
 	includeZero, err := boolParam(qv, "include_zero", false)
@@ -353,10 +348,10 @@ func (a *assetAPI) listTags(c *gin.Context) {
 		_, err = boolParam(qv, "include_public", true)
 	}
 	if err != nil {
-		apiError(c, http.StatusBadRequest, "INVALID_QUERY", err.Error())
+		fail(c, err)
 		return
 	}
-	rows := a.current().TagList(qv.Get("prefix"), byName, includeZero, a.tags.TagCounts())
+	rows := a.lib.Current().TagList(qv.Get("prefix"), byName, includeZero, a.lib.SidecarTagCounts())
 	total := len(rows)
 	rows = rows[min(offset, total):min(offset+limit, total)]
 	out := make([]tagInfo, len(rows))
@@ -372,7 +367,7 @@ type tagInfo struct {
 	Count int    `json:"count"`
 }
 
-func (a *assetAPI) refine(c *gin.Context) {
+func (a *api) refine(c *gin.Context) {
 	qv := c.Request.URL.Query()
 	q, err := parseFilter(qv)
 	limit := 0
@@ -380,16 +375,16 @@ func (a *assetAPI) refine(c *gin.Context) {
 		limit, err = intParam(qv, "limit", 100, 1, 1000)
 	}
 	if err != nil {
-		apiError(c, http.StatusBadRequest, "INVALID_QUERY", err.Error())
+		fail(c, err)
 		return
 	}
-	hist := a.current().Histogram(q)
+	hist := a.lib.Current().Histogram(q)
 	if len(hist) > limit {
-		rows := make([]catalog.TagCount, 0, len(hist))
+		rows := make([]assets.TagCount, 0, len(hist))
 		for t, n := range hist {
-			rows = append(rows, catalog.TagCount{Name: t, Count: n})
+			rows = append(rows, assets.TagCount{Name: t, Count: n})
 		}
-		slices.SortFunc(rows, func(x, y catalog.TagCount) int {
+		slices.SortFunc(rows, func(x, y assets.TagCount) int {
 			if x.Count != y.Count {
 				return y.Count - x.Count
 			}
@@ -404,7 +399,7 @@ func (a *assetAPI) refine(c *gin.Context) {
 }
 
 type listQuery struct {
-	filter        catalog.Filter
+	filter        assets.Filter
 	sort          string
 	desc          bool
 	offset, limit int
@@ -424,8 +419,8 @@ func parseListQuery(qv url.Values) (listQuery, error) {
 	}
 	q.sort = "created_at"
 	if s := qv.Get("sort"); s != "" {
-		if !slices.Contains(catalog.SortKeys, s) {
-			return q, fmt.Errorf("sort %q: want one of %s", s, strings.Join(catalog.SortKeys, ", "))
+		if !slices.Contains(assets.SortKeys, s) {
+			return q, badQuery("sort %q: want one of %s", s, strings.Join(assets.SortKeys, ", "))
 		}
 		q.sort = s
 	}
@@ -434,7 +429,7 @@ func parseListQuery(qv url.Values) (listQuery, error) {
 		q.desc = true
 	case "asc":
 	default:
-		return q, fmt.Errorf("order %q: want asc or desc", o)
+		return q, badQuery("order %q: want asc or desc", o)
 	}
 	if _, err := boolParam(qv, "include_public", true); err != nil {
 		return q, err
@@ -444,26 +439,26 @@ func parseListQuery(qv url.Values) (listQuery, error) {
 
 // parseFilter reads the tag and name filters shared by listing and refine.
 // Tag lists are accepted comma-separated, repeated, or both.
-func parseFilter(qv url.Values) (catalog.Filter, error) {
-	var f catalog.Filter
+func parseFilter(qv url.Values) (assets.Filter, error) {
+	var f assets.Filter
 	f.All = append(tagList(qv["include_tags"]), tagList(qv["tags_all"])...)
 	f.Any = tagList(qv["tags_any"])
 	f.None = append(tagList(qv["exclude_tags"]), tagList(qv["tags_none"])...)
 	f.NameContains = qv.Get("name_contains")
 	if n := len(f.All) + len(f.Any) + len(f.None); n > maxFilterTags {
-		return f, fmt.Errorf("%d tags in filters; at most %d", n, maxFilterTags)
+		return f, badQuery("%d tags in filters; at most %d", n, maxFilterTags)
 	}
 	for _, list := range [][]string{f.All, f.Any, f.None, {f.NameContains}} {
 		for _, t := range list {
 			if !utf8.ValidString(t) {
-				return f, errors.New("filter values must be valid UTF-8")
+				return f, badQuery("filter values must be valid UTF-8")
 			}
 		}
 	}
 	if mf := qv.Get("metadata_filter"); mf != "" {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(mf), &m); err != nil {
-			return f, errors.New("metadata_filter must be a JSON object")
+			return f, badQuery("metadata_filter must be a JSON object")
 		}
 		// Local files carry no user metadata: a non-empty filter matches nothing.
 		f.Nothing = len(m) > 0
@@ -495,9 +490,9 @@ func intParam(qv url.Values, name string, def, lo, hi int) (int, error) {
 	n, err := strconv.Atoi(s)
 	if err != nil || n < lo || (hi >= 0 && n > hi) {
 		if hi >= 0 {
-			return 0, fmt.Errorf("%s %q: want an integer from %d to %d", name, s, lo, hi)
+			return 0, badQuery("%s %q: want an integer from %d to %d", name, s, lo, hi)
 		}
-		return 0, fmt.Errorf("%s %q: want an integer of at least %d", name, s, lo)
+		return 0, badQuery("%s %q: want an integer of at least %d", name, s, lo)
 	}
 	return n, nil
 }
@@ -509,7 +504,7 @@ func boolParam(qv url.Values, name string, def bool) (bool, error) {
 	}
 	b, err := strconv.ParseBool(s)
 	if err != nil {
-		return false, fmt.Errorf("%s %q: want true or false", name, s)
+		return false, badQuery("%s %q: want true or false", name, s)
 	}
 	return b, nil
 }

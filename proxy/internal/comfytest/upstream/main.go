@@ -6,13 +6,13 @@ import (
 	"log"
 	"net/http"
 
-	"github.com/comfyshim/comfyshim/proxy/fakecomfy"
+	"github.com/comfyshim/comfyshim/proxy/internal/comfytest"
 )
 
 func main() {
 	addr := flag.String("listen", "127.0.0.1:18188", "address")
 	flag.Parse()
-	up := fakecomfy.New()
+	up := comfytest.New()
 	up.Quiet = true
 	log.Fatal((&http.Server{Addr: *addr, Handler: up}).ListenAndServe())
 }

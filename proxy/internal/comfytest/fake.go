@@ -1,8 +1,8 @@
-// Package fakecomfy is an in-process stand-in for an OSS ComfyUI server, for
+// Package comfytest is an in-process stand-in for an OSS ComfyUI server, for
 // tests and benchmarks. It mimics the parts comfyshim must carry: routes under
 // both / and /api, ComfyUI's Host/Origin check, the /ws websocket with text and
 // binary preview frames, streamed /view downloads and multipart uploads.
-package fakecomfy
+package comfytest
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package catalog
+package assets
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/comfyshim/comfyshim/tagstore/catalog"
 )
 
 // Filters naming tags of a client's choosing cannot grow the index's
@@ -13,15 +15,15 @@ import (
 // ones only within the budget.
 func TestFilterCachesAreBounded(t *testing.T) {
 	const n = 20_000
-	files := make([]*File, n)
+	files := make([]*catalog.File, n)
 	tags := fakeTags{}
 	for i := range files {
 		rel := fmt.Sprintf("f%05d.png", i)
-		files[i] = &File{ID: ID("output", rel), Root: "output", Rel: rel, Name: rel, Defaults: []string{"output"}}
+		files[i] = &catalog.File{ID: catalog.ID("output", rel), Root: "output", Rel: rel, Name: rel}
 		tags[files[i].ID] = []string{"output", fmt.Sprint("own-", i)} // one tag per asset: 20k distinct tags
 	}
-	slices.SortFunc(files, func(a, b *File) int { return strings.Compare(a.ID, b.ID) })
-	idx := BuildIndex(&Snapshot{Files: files, Gen: 1}, tags)
+	slices.SortFunc(files, func(a, b *catalog.File) int { return strings.Compare(a.ID, b.ID) })
+	idx := BuildIndex(&catalog.Snapshot{Files: files, Gen: 1}, tags)
 	setSize := 8*len(newBitset(n)) + 64
 
 	heap := func() uint64 {
@@ -67,7 +69,7 @@ func TestFilterCachesAreBounded(t *testing.T) {
 	old := bitsetBudget
 	bitsetBudget = 10 * setSize
 	t.Cleanup(func() { bitsetBudget = old })
-	idx = BuildIndex(&Snapshot{Files: files, Gen: 1}, tags)
+	idx = BuildIndex(&catalog.Snapshot{Files: files, Gen: 1}, tags)
 	for i := 0; i < 50; i++ {
 		if _, total := idx.List(Filter{Any: []string{fmt.Sprint("own-", i), fmt.Sprint("own-", i+1)}}, "name", false, 0, 1); total != 2 {
 			t.Fatalf("own-%d: %d", i, total)

@@ -1,0 +1,229 @@
+// Package assets joins ComfyUI's files (catalog) with their tags (the
+// sidecar store): each file is an asset carrying the sidecar's tags if it
+// has an entry, else its default tags. A background goroutine keeps the
+// joined index current; requests only read it.
+package assets
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/comfyshim/comfyshim/tagstore"
+	"github.com/comfyshim/comfyshim/tagstore/catalog"
+)
+
+// Errors of tag changes, as the store reports them.
+var (
+	ErrInvalidTags    = tagstore.ErrInvalidTags
+	ErrSidecarInvalid = tagstore.ErrSidecarInvalid
+	ErrBusy           = tagstore.ErrBusy
+	ErrNotDurable     = tagstore.ErrNotDurable
+	ErrNotFound       = errors.New("no such asset")
+)
+
+// Change is the outcome of adding or removing tags.
+type Change = tagstore.Change
+
+// Limits on tags, for request validation.
+const (
+	MaxTagsPerRequest = tagstore.MaxTagsPerRequest
+	MaxTagsPerAsset   = tagstore.MaxTagsPerAsset
+)
+
+// NormalizeTags prepares tags from a request (see tagstore.NormalizeTags).
+func NormalizeTags(in []string) ([]string, error) { return tagstore.NormalizeTags(in) }
+
+// CanonicalID checks an asset id and returns its canonical form.
+func CanonicalID(id string) (string, error) { return tagstore.CanonicalID(id) }
+
+// Library is the asset collection: ComfyUI's files joined with their tags.
+type Library struct {
+	files *catalog.Catalog
+	tags  *tagstore.Store
+	log   *slog.Logger
+
+	index   atomic.Pointer[Index]
+	kick    chan struct{} // the files or the tags changed
+	quit    chan struct{}
+	done    chan struct{}
+	mu      sync.Mutex
+	updated *sync.Cond // broadcast after each published index
+}
+
+// Root is one folder whose files are assets.
+type Root = catalog.Root
+
+// ExtraModelPaths reads ComfyUI's extra_model_paths.yaml (see catalog).
+func ExtraModelPaths(file string) ([]Root, error) { return catalog.ExtraModelPaths(file) }
+
+// CheckTagsFile reports what would stop Open with this tags file.
+func CheckTagsFile(path string) error { return tagstore.Check(path) }
+
+// Options tune a Library; the zero value is fine.
+type Options struct {
+	Logger *slog.Logger
+	// TagsDebounce: how long a hand edit of the tags file settles before
+	// it is reloaded (100 ms). FilesDebounce: the same for the asset
+	// folders (200 ms). RescanEvery: full rescans of the folders (5 min).
+	TagsDebounce, FilesDebounce, RescanEvery time.Duration
+	// OnReload and OnWrite report reloads and writes of the tags file.
+	OnReload func(error)
+	OnWrite  func(time.Duration, error)
+}
+
+// Open loads the tags file, scans the folders, and starts keeping their
+// join current.
+func Open(roots []Root, tagsFile string, opts Options) (*Library, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	l := &Library{log: opts.Logger, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	l.updated = sync.NewCond(&l.mu)
+	var err error
+	l.tags, err = tagstore.Open(tagsFile, tagstore.Options{Logger: opts.Logger, OnReload: opts.OnReload, OnWrite: opts.OnWrite,
+		OnChange: l.Changed, Debounce: opts.TagsDebounce})
+	if err != nil {
+		return nil, err
+	}
+	l.files, err = catalog.New(roots, catalog.Options{Logger: opts.Logger, OnChange: l.Changed,
+		Debounce: opts.FilesDebounce, RescanEvery: opts.RescanEvery})
+	if err != nil {
+		_ = l.tags.Close()
+		return nil, fmt.Errorf("asset folders: %w", err)
+	}
+	l.index.Store(BuildIndex(l.files.Snapshot(), l.tags))
+	go l.loop()
+	return l, nil
+}
+
+// Err is nil while the tags file is valid, else why it was rejected.
+func (l *Library) Err() error { return l.tags.Err() }
+
+// Changed tells the library that the files or the tags changed. It never
+// blocks: use it as the catalog's and the store's OnChange.
+func (l *Library) Changed() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops watching and joining. Acknowledged tag changes are on disk.
+func (l *Library) Close() error {
+	select {
+	case <-l.quit:
+		return nil
+	default:
+	}
+	close(l.quit)
+	<-l.done
+	l.mu.Lock()
+	l.updated.Broadcast() // release waiters
+	l.mu.Unlock()
+	return errors.Join(l.files.Close(), l.tags.Close())
+}
+
+func (l *Library) loop() {
+	defer close(l.done)
+	for {
+		select {
+		case <-l.kick:
+			l.refresh()
+		case <-l.quit:
+			return
+		}
+	}
+}
+
+// refresh brings the index up to date: a patch of the assets whose tags
+// changed, or a rebuild when the files changed or the tags were reloaded.
+func (l *Library) refresh() {
+	snap := l.files.Snapshot()
+	gen := l.tags.Generation()
+	x := l.index.Load()
+	switch {
+	case x.FileGen == snap.Gen && x.TagGen == gen:
+		return
+	case x.FileGen == snap.Gen:
+		if ids, ok := l.tags.ChangedSince(x.TagGen); ok {
+			x = x.Update(ids, l.tags, gen)
+			break
+		}
+		x = BuildIndex(snap, l.tags)
+	default:
+		x = BuildIndex(snap, l.tags)
+	}
+	l.mu.Lock()
+	l.index.Store(x)
+	l.updated.Broadcast()
+	l.mu.Unlock()
+}
+
+// Current is the latest joined index. It never rebuilds anything.
+func (l *Library) Current() *Index { return l.index.Load() }
+
+// waitTags waits until the index reflects tag generation gen, so a client
+// that changed tags sees the change in its next listing.
+func (l *Library) waitTags(gen uint64) {
+	l.Changed()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.index.Load().TagGen < gen {
+		select {
+		case <-l.quit:
+			return
+		default:
+		}
+		l.updated.Wait()
+	}
+}
+
+// Get returns one asset as it is now, from the files and the tags
+// directly: single-asset requests never wait for the index.
+func (l *Library) Get(id string) (Asset, bool) {
+	f, ok := l.files.Snapshot().Get(id)
+	if !ok {
+		return Asset{}, false
+	}
+	return AssetOf(f, l.tags), true
+}
+
+// AddTags adds tags to an asset; RemoveTags removes them. An asset whose
+// tags were never edited starts from its default tags, so removing a
+// default tag sticks. They return once the change is durable and visible
+// in listings.
+func (l *Library) AddTags(a Asset, tags []string) (Change, error) { return l.change(a, tags, false) }
+
+// RemoveTags: see AddTags.
+func (l *Library) RemoveTags(a Asset, tags []string) (Change, error) { return l.change(a, tags, true) }
+
+func (l *Library) change(a Asset, tags []string, remove bool) (Change, error) {
+	seed := tagstore.Entry{Path: a.Path(), Tags: DefaultTags(a.File)}
+	op := l.tags.Add
+	if remove {
+		op = l.tags.Remove
+	}
+	ch, err := op(a.ID, seed, tags)
+	if err == nil || errors.Is(err, ErrNotDurable) {
+		l.waitTags(l.tags.Generation())
+	}
+	return ch, err
+}
+
+// Open opens an asset's file for reading.
+func (l *Library) Open(a Asset) (*os.File, error) { return l.files.Open(a.File) }
+
+// SidecarTagCounts are the tags of every sidecar entry, listed or not.
+func (l *Library) SidecarTagCounts() map[string]int { return l.tags.TagCounts() }
+
+// Stats are sizes for metrics: assets listed, distinct tags on them, and
+// entries in the tags file.
+func (l *Library) Stats() (assets, tags, sidecar int) {
+	x := l.Current()
+	return len(x.Assets), len(x.Counts), l.tags.Len()
+}
