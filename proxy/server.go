@@ -3,7 +3,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -260,113 +258,4 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return serr
 	}
 	return nil
-}
-
-func (s *Server) track(c net.Conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		_ = c.Close()
-		return
-	}
-	s.hijacked[c] = struct{}{}
-	s.metrics.websockets.Inc()
-}
-
-func (s *Server) untrack(c net.Conn) {
-	s.mu.Lock()
-	if _, ok := s.hijacked[c]; ok {
-		delete(s.hijacked, c)
-		s.metrics.websockets.Dec()
-	}
-	s.mu.Unlock()
-}
-
-// closeHijacked ends every open websocket. http.Server.Shutdown does not
-// know hijacked connections, and ComfyUI's socket never ends by itself.
-func (s *Server) closeHijacked() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closing = true
-	for c := range s.hijacked {
-		_ = c.Close()
-	}
-}
-
-// trackingWriter records a websocket's hijacked connection so shutdown can
-// close it.
-type trackingWriter struct {
-	http.ResponseWriter
-	s    *Server
-	conn net.Conn
-}
-
-func (w *trackingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.conn = conn
-		w.s.track(conn)
-	}
-	return conn, brw, err
-}
-
-func (w *trackingWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
-
-func (w *trackingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// accessLog writes one structured line per request, after it ends (for a
-// websocket, when the socket closes).
-func (s *Server) accessLog(c *gin.Context) {
-	start := time.Now()
-	defer func() {
-		kind := c.GetString(kindKey)
-		if kind == "" {
-			kind = "local"
-		}
-		status := c.Writer.Status()
-		if c.GetBool(upgradedKey) {
-			status = http.StatusSwitchingProtocols
-		}
-		d := time.Since(start)
-		group := kind
-		if p := c.Request.URL.Path; p == "/healthz" || p == "/readyz" || p == "/metrics" {
-			group = "internal"
-		}
-		s.metrics.observe(group, status, d)
-		if !s.log.Enabled(c.Request.Context(), slog.LevelInfo) {
-			return
-		}
-		s.log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request",
-			slog.String("method", c.Request.Method),
-			slog.String("path", c.Request.URL.EscapedPath()),
-			slog.Int("status", status),
-			slog.Int("bytes", max(c.Writer.Size(), 0)),
-			slog.Duration("duration", d),
-			slog.String("route", kind),
-			slog.String("remote", clientOf(c.Request).ip),
-		)
-	}()
-	c.Next()
-}
-
-// recovery turns a panic into a 500, except http.ErrAbortHandler: the
-// forwarder raises it when a stream breaks after the headers were sent, and
-// it must reach net/http so the client sees a broken response, not a
-// truncated one that looks complete.
-func (s *Server) recovery(c *gin.Context) {
-	defer func() {
-		v := recover()
-		if v == nil {
-			return
-		}
-		if v == http.ErrAbortHandler {
-			panic(v)
-		}
-		s.log.Error("panic serving request", "path", c.Request.URL.Path, "panic", v, "stack", string(debug.Stack()))
-		if !c.Writer.Written() {
-			writeError(c.Writer, http.StatusInternalServerError, "INTERNAL_ERROR", "internal error")
-		}
-		c.Abort()
-	}()
-	c.Next()
 }

@@ -1,12 +1,6 @@
 package proxy
 
 import (
-	"context"
-	"fmt"
-	"io"
-	"net/http"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -16,55 +10,6 @@ import (
 
 	"github.com/comfyshim/comfyshim/tagstore/assets"
 )
-
-// cors answers every CORS preflight itself, so none is forwarded and none
-// needs a key, and marks responses for the configured cross-origin
-// frontends. Only origins in allowed get Access-Control-Allow-* headers; a
-// cross-site origin not in the list never gets here (originGuard refuses it).
-func cors(allowed []string) gin.HandlerFunc {
-	allow := map[string]bool{}
-	for _, o := range allowed {
-		allow[strings.ToLower(o)] = true
-	}
-	return func(c *gin.Context) {
-		r := c.Request
-		origin := r.Header.Get("Origin")
-		ok := origin != "" && allow[strings.ToLower(origin)]
-		h := c.Writer.Header()
-		if ok {
-			h.Add("Vary", "Origin")
-			h.Set("Access-Control-Allow-Origin", origin)
-			h.Set("Access-Control-Allow-Credentials", "true")
-		}
-		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
-			if ok {
-				h.Add("Vary", "Access-Control-Request-Method, Access-Control-Request-Headers")
-				h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-				if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
-					h.Set("Access-Control-Allow-Headers", req)
-				}
-				h.Set("Access-Control-Max-Age", "600")
-			}
-			c.AbortWithStatus(http.StatusNoContent)
-			return
-		}
-		if ok {
-			h.Set("Access-Control-Expose-Headers", "Content-Disposition, Content-Length")
-		}
-		c.Next()
-	}
-}
-
-// stripUpstreamCORS drops ComfyUI's own CORS headers (--enable-cors-header
-// sends "*"): comfyshim's policy is the one that applies.
-func stripUpstreamCORS(res *http.Response) error {
-	for k := range res.Header {
-		if strings.HasPrefix(k, "Access-Control-") {
-			res.Header.Del(k)
-		}
-	}
-	return nil
-}
 
 // metrics are comfyshim's Prometheus series, on a registry of its own.
 type metrics struct {
@@ -157,66 +102,4 @@ func (m *metrics) registerAssetGauges(lib *assets.Library) {
 func (m *metrics) handler() gin.HandlerFunc {
 	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return func(c *gin.Context) { h.ServeHTTP(c.Writer, c.Request) }
-}
-
-// upstreamProbe checks that ComfyUI answers, remembering the result briefly
-// so frequent probes do not load it.
-type upstreamProbe struct {
-	url    string
-	client *http.Client
-
-	mu      sync.Mutex
-	checked time.Time
-	err     error
-}
-
-func (p *upstreamProbe) check(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if time.Since(p.checked) < time.Second {
-		return p.err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
-	if err == nil {
-		var resp *http.Response
-		if resp, err = p.client.Do(req); err == nil {
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-			resp.Body.Close()
-			if resp.StatusCode >= 500 {
-				err = fmt.Errorf("ComfyUI answered %s", resp.Status)
-			}
-		}
-	}
-	p.err, p.checked = err, time.Now()
-	return err
-}
-
-const unprotectedWarning = "allow_unauthenticated: comfyshim listens on a non-loopback address with no API keys; anyone who can reach it controls ComfyUI"
-
-func (s *Server) healthz(c *gin.Context) {
-	c.JSON(http.StatusOK, gin.H{"status": "ok"})
-}
-
-func (s *Server) readyz(c *gin.Context) {
-	check := func(err error) gin.H {
-		if err != nil {
-			return gin.H{"ok": false, "error": err.Error()}
-		}
-		return gin.H{"ok": true}
-	}
-	upErr := s.probe.check(c.Request.Context())
-	tagErr := s.lib.Err()
-	keyErr := s.keys.Err()
-	status, word := http.StatusOK, "ready"
-	if upErr != nil || tagErr != nil || keyErr != nil {
-		status, word = http.StatusServiceUnavailable, "not_ready"
-	}
-	body := gin.H{"status": word, "checks": gin.H{"upstream": check(upErr), "sidecar": check(tagErr), "api_keys": check(keyErr)}}
-	if s.cfg.Unprotected() {
-		s.log.Warn(unprotectedWarning, "listen", s.cfg.Listen)
-		body["warnings"] = []string{unprotectedWarning}
-	}
-	c.JSON(status, body)
 }
