@@ -431,16 +431,7 @@ func TestWebsocketFramesAndClosePropagation(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func waitFor(t *testing.T, cond func() bool) { t.Helper(); comfytest.WaitFor(t, cond) }
 
 // An idle websocket outlives every server timeout comfyshim has: ComfyUI
 // sends nothing during a long step, and a cut socket loses the job's events.

@@ -120,12 +120,7 @@ func doJSON(t *testing.T, req *http.Request, into any) *http.Response {
 }
 
 func mustReq(t *testing.T, method, u string, body io.Reader) *http.Request {
-	t.Helper()
-	r, err := http.NewRequest(method, u, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return comfytest.NewRequest(t, method, u, body)
 }
 
 // heapPeak samples the heap in use until stop is called and reports the

@@ -67,21 +67,7 @@ func decode[T any](t testing.TB, data []byte) T {
 }
 
 func mustReq(t testing.TB, method, u string, body io.Reader) *http.Request {
-	t.Helper()
-	r, err := http.NewRequest(method, u, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return comfytest.NewRequest(t, method, u, body)
 }
 
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+func waitFor(t testing.TB, cond func() bool) { t.Helper(); comfytest.WaitFor(t, cond) }

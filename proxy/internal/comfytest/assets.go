@@ -102,10 +102,7 @@ func Call(t testing.TB, client *http.Client, method, url, body string) (int, []b
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := NewRequest(t, method, url, rd)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -164,6 +161,28 @@ func ValidateAgainstSpec(t testing.TB, req *http.Request, reqBody string, status
 	}
 	in.SetBodyBytes(data)
 	return openapi3filter.ValidateResponse(context.Background(), in)
+}
+
+// WaitFor polls cond until it holds, failing the test after 10 s.
+func WaitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// NewRequest builds a request or fails the test.
+func NewRequest(t testing.TB, method, url string, body io.Reader) *http.Request {
+	t.Helper()
+	r, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // Decode decodes a JSON body or fails the test.
