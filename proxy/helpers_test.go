@@ -20,6 +20,7 @@ import (
 
 // shim is a comfyshim listening on a real loopback port.
 type shim struct {
+	srv    *Server
 	URL    string // http://127.0.0.1:port
 	Host   string // 127.0.0.1:port
 	cancel context.CancelFunc
@@ -79,7 +80,7 @@ func startShimOpts(t testing.TB, cfg *config.Config, opts Options) *shim {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &shim{URL: "http://" + ln.Addr().String(), Host: ln.Addr().String(), cancel: cancel, done: make(chan struct{})}
+	s := &shim{srv: srv, URL: "http://" + ln.Addr().String(), Host: ln.Addr().String(), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		s.err = srv.Serve(ctx, ln)
 		close(s.done)
@@ -91,10 +92,13 @@ func startShimOpts(t testing.TB, cfg *config.Config, opts Options) *shim {
 	return s
 }
 
-// stop shuts the shim down and returns Serve's result.
+// stop shuts the shim down, as SIGTERM does, and returns Serve's result.
 func (s *shim) stop() error {
 	s.cancel()
 	<-s.done
+	if err := s.srv.Close(); err != nil {
+		return err
+	}
 	return s.err
 }
 

@@ -22,6 +22,7 @@ type metrics struct {
 	reloadFailures prometheus.Counter
 	writeDuration  prometheus.Histogram
 	writeFailures  prometheus.Counter
+	compactions    *prometheus.HistogramVec
 }
 
 func newMetrics() *metrics {
@@ -47,15 +48,19 @@ func newMetrics() *metrics {
 			Name: "comfyshim_sidecar_reload_failures_total", Help: "External edits of the tags file that did not parse.",
 		}),
 		writeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "comfyshim_sidecar_write_duration_seconds", Help: "Durable writes of the tags file (write, fsync, rename, fsync folder).",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+			Name: "comfyshim_sidecar_write_duration_seconds", Help: "Durable writes of tag changes (journal append and fdatasync; one per group commit).",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
 		}),
+		compactions: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "comfyshim_sidecar_compaction_duration_seconds", Help: "Compactions of the journal into the tags file (write, fsync, swap, fsync folder), by result.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"result"}),
 		writeFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "comfyshim_sidecar_write_failures_total", Help: "Writes of the tags file that failed.",
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamErrors, m.websockets, m.reloads, m.reloadFailures,
-		m.writeDuration, m.writeFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.writeDuration, m.writeFailures, m.compactions, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -75,6 +80,14 @@ func (m *metrics) sidecarReloaded(err error) {
 	if err != nil {
 		m.reloadFailures.Inc()
 	}
+}
+
+func (m *metrics) sidecarCompacted(d time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.compactions.WithLabelValues(result).Observe(d.Seconds())
 }
 
 func (m *metrics) sidecarWritten(d time.Duration, err error) {

@@ -244,7 +244,9 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.ReadMessage()
-	// A hand edit, reloaded.
+	// A hand edit of the file once the change is in it (it is compacted
+	// from the journal within about a second), reloaded.
+	waitFor(t, func() bool { data, _ := os.ReadFile(d.tagsFile()); return strings.Contains(string(data), `"x"`) })
 	os.WriteFile(d.tagsFile()+".new", []byte(`{"version":1,"assets":{}}`), 0o644)
 	os.Rename(d.tagsFile()+".new", d.tagsFile())
 

@@ -98,7 +98,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	ao := opts.Assets
-	ao.Logger, ao.OnReload, ao.OnWrite = log, m.sidecarReloaded, m.sidecarWritten
+	ao.Logger, ao.OnReload, ao.OnWrite, ao.OnCompact = log, m.sidecarReloaded, m.sidecarWritten, m.sidecarCompacted
 	lib, err := assets.Open(assetRoots(cfg, log), cfg.TagsFile, ao)
 	if err != nil {
 		return nil, err

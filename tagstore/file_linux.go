@@ -2,6 +2,7 @@ package tagstore
 
 import (
 	"errors"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,3 +16,7 @@ func exchange(a, b string) (swapped bool, err error) {
 	}
 	return err == nil, err
 }
+
+// syncData makes a file's data durable (fdatasync: the size and content,
+// not the times).
+func syncData(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }

@@ -11,6 +11,7 @@ import (
 
 const idA = "0b9e5f4c-1d2a-4c3b-8e7f-112233445566"
 const idB = "1c8d6e5f-2a3b-4d4c-9f80-223344556677"
+const idC = "2d9e7f60-3b4c-4e5d-8a91-334455667788"
 
 func TestParseValid(t *testing.T) {
 	doc := `{

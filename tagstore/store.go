@@ -57,6 +57,7 @@ type Store struct {
 
 	ops      chan *op
 	reloads  chan struct{}
+	flushes  chan chan error
 	quit     chan struct{}
 	loopDone chan struct{} // closed when the committer has stopped
 	wg       sync.WaitGroup
@@ -64,16 +65,23 @@ type Store struct {
 	watcher  *watch.Watcher
 
 	// Owned by the committer goroutine.
-	doc  map[string]Entry
-	ids  []string // sorted keys of doc
-	raws [][]byte // ids[i] as rendered in the file; nil until first needed
-	disk fileSig  // the file as last read or written
-	mode os.FileMode
-	buf  []byte
+	doc            map[string]Entry
+	ids            []string // sorted keys of doc
+	raws           [][]byte // ids[i] as rendered in the file; nil until (re)rendered
+	disk           fileSig  // the JSON file as last read or written
+	mode           os.FileMode
+	buf            []byte
+	journal        *journal
+	baseOld        map[string]baseEntry // the JSON file's entries of assets changed since it was written or read
+	stamp          time.Time            // last updated_at given: stamps never go back
+	compact        *time.Timer          // armed while changes wait to be compacted
+	compactPending bool
+	delay          time.Duration // how long after a change its compaction starts
 
-	onReload func(error)
-	onWrite  func(time.Duration, error)
-	onChange func()
+	onReload  func(error)
+	onWrite   func(time.Duration, error)
+	onCompact func(time.Duration, error)
+	onChange  func()
 }
 
 // view is the readers' state. index maps id -> Entry; aggregates holds
@@ -105,13 +113,20 @@ type Options struct {
 	// OnReload is called after each reload caused by an external edit, with
 	// nil or the reason the file was rejected.
 	OnReload func(error)
-	// OnWrite is called after each write of the file with its duration.
+	// OnWrite is called after each durable write of changes (a journal
+	// append, what a mutation waits for) with its duration.
 	OnWrite func(time.Duration, error)
+	// OnCompact is called after each compaction of the journal into the
+	// JSON file with its duration.
+	OnCompact func(time.Duration, error)
 	// OnChange is called (from the committer; it must not block) whenever
 	// what readers see changed: a write or a reload.
 	OnChange func()
 	// Debounce is how long an edit must settle before it is reloaded (100 ms).
 	Debounce time.Duration
+	// CompactDelay is how long after a change the journal is compacted
+	// into the JSON file (1 s).
+	CompactDelay time.Duration
 }
 
 // Open loads the sidecar at path (a missing file is an empty store, created
@@ -134,24 +149,36 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("tags file folder %s is not writable: %w", dir, err)
 	}
 	s := &Store{
-		path:     abs,
-		log:      log.With("tags_file", abs),
-		ops:      make(chan *op, maxBatch),
-		reloads:  make(chan struct{}, 1),
-		quit:     make(chan struct{}),
-		loopDone: make(chan struct{}),
-		doc:      map[string]Entry{},
-		mode:     0o644,
-		onReload: opts.OnReload,
-		onWrite:  opts.OnWrite,
-		onChange: opts.OnChange,
+		path:      abs,
+		log:       log.With("tags_file", abs),
+		ops:       make(chan *op, maxBatch),
+		reloads:   make(chan struct{}, 1),
+		flushes:   make(chan chan error),
+		quit:      make(chan struct{}),
+		loopDone:  make(chan struct{}),
+		doc:       map[string]Entry{},
+		mode:      0o644,
+		onReload:  opts.OnReload,
+		onWrite:   opts.OnWrite,
+		onCompact: opts.OnCompact,
+		onChange:  opts.OnChange,
+		baseOld:   map[string]baseEntry{},
+		delay:     opts.CompactDelay,
 	}
 	if opts.Debounce <= 0 {
 		opts.Debounce = defaultDebounce
 	}
+	if s.delay <= 0 {
+		s.delay = time.Second
+	}
+	s.compact = time.NewTimer(time.Hour)
+	s.compact.Stop()
 	s.view.Store(newView(nil))
 	if err := s.syncFromDisk(); err != nil {
 		return nil, fmt.Errorf("tags file %s: %w", abs, err)
+	}
+	if err := s.openJournal(); err != nil {
+		return nil, fmt.Errorf("tags journal %s: %w", s.journalPath(), err)
 	}
 	if s.watcher, err = watch.New(opts.Debounce, nil, log); err != nil {
 		return nil, fmt.Errorf("watching %s: %w", dir, err)
@@ -328,6 +355,11 @@ func (s *Store) commitLoop() {
 				}
 			}
 			s.commit(batch)
+		case <-s.compact.C:
+			_ = s.compactNow()
+		case reply := <-s.flushes:
+			s.compact.Stop()
+			reply <- s.compactNow()
 		case <-s.reloads:
 			err := s.syncFromDisk()
 			if err != nil {
@@ -337,12 +369,16 @@ func (s *Store) commitLoop() {
 				s.onReload(err)
 			}
 		case <-s.quit:
-			// Answer whatever was queued before Close.
+			// Answer whatever was queued before Close, then bring the JSON
+			// file up to date.
 			for {
 				select {
 				case o := <-s.ops:
 					o.reply <- opResult{err: ErrClosed}
 				default:
+					s.compact.Stop()
+					_ = s.compactNow()
+					_ = s.journal.close()
 					return
 				}
 			}
@@ -350,17 +386,17 @@ func (s *Store) commitLoop() {
 	}
 }
 
-// maxStaleRetries bounds how often one batch is re-applied on top of hand
+// maxStaleRetries bounds how often a compaction is redone on top of hand
 // saves that keep landing during its write.
 const maxStaleRetries = 8
 
 // ErrBusy is returned when the file kept changing on disk under a write.
 var ErrBusy = errors.New("tags file keeps changing on disk; try again")
 
-// commit applies a batch of mutations on top of the file as it is on disk
-// now, writes the result durably, and only then publishes and acknowledges.
-// A hand save that lands during the write is never overwritten: the batch
-// is applied again on top of it.
+// commit applies a batch of mutations on top of the current state, appends
+// the result to the journal as one durable record (group commit), and only
+// then publishes and acknowledges. The JSON file catches up in the
+// background (compaction).
 func (s *Store) commit(batch []*op) {
 	reply := func(results []opResult, err error) {
 		for i, o := range batch {
@@ -371,45 +407,46 @@ func (s *Store) commit(batch []*op) {
 			}
 		}
 	}
-	for attempt := 0; ; attempt++ {
-		// A person may have saved the file since it was last read, faster
-		// than the watcher's debounce: pick their edit up first.
-		if err := s.syncFromDisk(); err != nil {
-			reply(nil, err)
-			return
-		}
-		if err := s.Err(); err != nil {
-			reply(nil, err)
-			return
-		}
-		overlay, results := s.apply(batch)
-		if len(overlay) == 0 {
-			reply(results, nil)
-			return
-		}
-		err := s.write(overlay)
-		switch {
-		case err == nil:
-			reply(results, nil)
-			return
-		case errors.Is(err, errStale) && attempt < maxStaleRetries:
-			continue
-		case errors.Is(err, errStale):
-			reply(nil, ErrBusy)
-			return
-		default:
-			// ErrNotDurable included: the change is in the file and in
-			// memory alike, and the reply says it may not survive a crash.
-			s.log.Error("writing tags file", "err", err)
-			reply(nil, fmt.Errorf("writing tags file: %w", err))
-			return
-		}
+	// A person may have saved the file since it was last read, faster than
+	// the watcher's debounce: merge their edit first.
+	if err := s.syncFromDisk(); err != nil {
+		reply(nil, err)
+		return
 	}
+	if err := s.Err(); err != nil {
+		reply(nil, err)
+		return
+	}
+	overlay, results := s.apply(batch)
+	if len(overlay) == 0 {
+		reply(results, nil)
+		return
+	}
+	before := make(map[string]baseEntry, len(overlay))
+	for id := range overlay {
+		before[id] = s.fileEntry(id)
+	}
+	start := time.Now()
+	err := s.journal.append(overlay, before)
+	if s.onWrite != nil {
+		s.onWrite(time.Since(start), err)
+	}
+	if err != nil {
+		s.log.Error("appending to the tags journal", "err", err)
+		reply(nil, fmt.Errorf("writing tags journal: %w", err))
+		return
+	}
+	s.publish(overlay)
+	s.scheduleCompaction()
+	reply(results, nil)
 }
 
 // apply computes the batch's effect on the current document.
 func (s *Store) apply(batch []*op) (map[string]Entry, []opResult) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
+	if !now.After(s.stamp) {
+		now = s.stamp.Add(time.Millisecond) // a clock stepping back must not make a change look older
+	}
 	overlay := map[string]Entry{}
 	results := make([]opResult, len(batch))
 	for i, o := range batch {
@@ -430,6 +467,7 @@ func (s *Store) apply(batch []*op) (map[string]Entry, []opResult) {
 				cur.Path = o.seed.Path
 			}
 			overlay[o.id] = Entry{Path: cur.Path, Tags: tags, UpdatedAt: now}
+			s.stamp = now
 		}
 	}
 	return overlay, results
@@ -466,60 +504,36 @@ func applyTags(cur, req []string, remove bool) (tags, changed, unchanged []strin
 	return tags, changed, unchanged
 }
 
-// write renders the document with overlay applied, replaces the file
-// atomically, and publishes the new entries to readers. Unchanged entries
-// are copied from their rendering of the last write.
-func (s *Store) write(overlay map[string]Entry) error {
+// fileEntry is an asset's entry in the JSON file as last written or read.
+func (s *Store) fileEntry(id string) baseEntry {
+	if b, ok := s.baseOld[id]; ok {
+		return b
+	}
+	e, ok := s.doc[id]
+	return baseEntry{e, ok}
+}
+
+// publish makes changed entries what readers see. The JSON file's version
+// of each is remembered (baseOld) until the next compaction, for merging a
+// hand save.
+func (s *Store) publish(overlay map[string]Entry) {
 	var added []string
 	for id := range overlay {
-		if _, ok := s.doc[id]; !ok {
+		old, had := s.doc[id]
+		if _, noted := s.baseOld[id]; !noted {
+			s.baseOld[id] = baseEntry{old, had}
+		}
+		if !had {
 			added = append(added, id)
 		}
 	}
-	var ids []string
-	var raws [][]byte
 	if len(added) > 0 {
 		slices.Sort(added)
-		ids, raws = mergeSorted(s.ids, s.raws, added)
-	} else {
-		ids, raws = s.ids, slices.Clone(s.raws) // s.raws stays as it was if the write fails
+		s.ids, s.raws = mergeSorted(s.ids, s.raws, added)
 	}
-	for id, e := range overlay {
-		i, _ := slices.BinarySearch(ids, id)
-		raws[i] = encodeEntry(id, e)
-	}
-
-	buf := append(s.buf[:0], fileHeader...)
-	for i, r := range raws {
-		if r == nil { // loaded from disk and not rendered yet
-			r = encodeEntry(ids[i], s.doc[ids[i]])
-			raws[i] = r
-		}
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		buf = append(buf, r...)
-	}
-	buf = append(buf, fileFooter...)
-	s.buf = buf
-
-	start := time.Now()
-	sig, err := writeAtomic(s.path, buf, s.mode, s.disk)
-	if s.onWrite != nil && !errors.Is(err, errStale) {
-		s.onWrite(time.Since(start), err)
-	}
-	if err != nil && !errors.Is(err, ErrNotDurable) {
-		return err
-	}
-	s.disk = sig
-	defer s.publish(overlay, ids, raws)
-	return err
-}
-
-// publish makes a written overlay what readers see.
-func (s *Store) publish(overlay map[string]Entry, ids []string, raws [][]byte) {
 	v := s.view.Load()
 	counts := cloneCounts(v.aggregates)
+	changed := make([]string, 0, len(overlay))
 	for id, e := range overlay {
 		if old, ok := s.doc[id]; ok {
 			for _, t := range old.Tags {
@@ -532,15 +546,115 @@ func (s *Store) publish(overlay map[string]Entry, ids []string, raws [][]byte) {
 			counts[t]++
 		}
 		s.doc[id] = e
+		if i, ok := slices.BinarySearch(s.ids, id); ok {
+			s.raws[i] = nil // rendered again at the next compaction
+		}
 		v.index.Set(id, e, cache.NoExpiration)
-	}
-	v.aggregates.Set(aggTagCounts, counts, cache.NoExpiration)
-	s.ids, s.raws = ids, raws
-	changed := make([]string, 0, len(overlay))
-	for id := range overlay {
 		changed = append(changed, id)
 	}
+	v.aggregates.Set(aggTagCounts, counts, cache.NoExpiration)
 	s.recordChange(changed)
+}
+
+// scheduleCompaction arms the compaction timer unless it is armed: under
+// steady changes the JSON file is at most about one delay behind.
+func (s *Store) scheduleCompaction() {
+	if !s.compactPending {
+		s.compactPending = true
+		s.compact.Reset(s.delay)
+	}
+}
+
+// Compact writes every change still in the journal into the JSON file now
+// and empties the journal (it also happens by itself about a second after a
+// change, and at Close).
+func (s *Store) Compact() error {
+	reply := make(chan error, 1)
+	select {
+	case s.flushes <- reply:
+		return <-reply
+	case <-s.quit:
+		return ErrClosed
+	}
+}
+
+// compactNow writes the current state to the JSON file (atomically, never
+// over a hand save: see writeAtomic) and empties the journal. On failure
+// the journal keeps every change and compaction is tried again later.
+func (s *Store) compactNow() error {
+	s.compactPending = false
+	for attempt := 0; ; attempt++ {
+		if err := s.syncFromDisk(); err != nil {
+			return err // a broken file is never written over; its fix triggers a reload
+		}
+		if err := s.Err(); err != nil {
+			return err
+		}
+		if len(s.baseOld) == 0 && s.journal.size == 0 {
+			return nil
+		}
+		start := time.Now()
+		sig, err := writeAtomic(s.path, s.render(), s.mode, s.disk)
+		if errors.Is(err, errStale) && attempt < maxStaleRetries {
+			continue // a hand save landed: merge it and write again
+		}
+		if s.onCompact != nil {
+			s.onCompact(time.Since(start), err)
+		}
+		if err != nil && !errors.Is(err, ErrNotDurable) {
+			s.log.Error("compacting the tags journal into the tags file; the journal keeps every change", "err", err)
+			s.scheduleCompaction()
+			return err
+		}
+		s.disk = sig
+		s.baseOld = map[string]baseEntry{}
+		if err != nil { // replaced, but the folder sync failed: keep the journal
+			s.log.Error("tags file written but its folder could not be synced; the journal keeps every change until the next compaction", "err", err)
+			s.scheduleCompaction()
+			return err
+		}
+		// Empty the journal only while the file on disk is the one just
+		// written: if a hand save replaced it meanwhile, the journal is all
+		// that holds the changes the save lacks until they are merged.
+		if !s.fileIsOurs() {
+			return nil
+		}
+		if err := s.journal.reset(); err != nil {
+			s.log.Error("emptying the tags journal (its changes are in the tags file)", "err", err)
+		}
+		if !s.fileIsOurs() {
+			// A save landed during the reset: merge it now, which journals
+			// what it lacks.
+			_ = s.syncFromDisk()
+		}
+		return nil
+	}
+}
+
+// fileIsOurs reports whether the JSON file on disk is the one comfyshim
+// last wrote or read.
+func (s *Store) fileIsOurs() bool {
+	now, err := statSig(s.path)
+	return err == nil && now.sameMeta(s.disk)
+}
+
+// render encodes the whole document, reusing the renderings of entries
+// that did not change since the last compaction.
+func (s *Store) render() []byte {
+	buf := append(s.buf[:0], fileHeader...)
+	for i, r := range s.raws {
+		if r == nil {
+			r = encodeEntry(s.ids[i], s.doc[s.ids[i]])
+			s.raws[i] = r
+		}
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, r...)
+	}
+	buf = append(buf, fileFooter...)
+	s.buf = buf
+	return buf
 }
 
 // changeLogSize bounds how many recent writes ChangedSince can describe.
@@ -648,10 +762,97 @@ func (s *Store) syncFromDisk() error {
 		s.invalid.Store(&err)
 		return err
 	}
-	s.replaceAll(entries)
+	next, kept, stale := mergeSave(s.doc, s.baseOld, entries)
+	if len(stale) > 0 {
+		s.log.Warn("a hand save was made from an older copy of the tags file; comfyshim kept its newer tags for these assets", "assets", stale)
+	}
+	s.replaceAll(next)
+	s.baseOld = make(map[string]baseEntry, len(kept))
+	if len(kept) > 0 {
+		// The file no longer holds these: the journal must, until the
+		// next compaction writes them back.
+		overlay := make(map[string]Entry, len(kept))
+		for _, id := range kept {
+			e, had := entries[id]
+			s.baseOld[id] = baseEntry{e, had}
+			if n, ok := next[id]; ok {
+				overlay[id] = n
+			}
+		}
+		if s.journal != nil {
+			if err := s.journal.append(overlay, s.baseOld); err != nil {
+				s.log.Error("journaling the changes a hand save did not hold", "err", err)
+			}
+			s.scheduleCompaction()
+		}
+	}
 	if s.invalid.Swap(nil) != nil {
 		s.log.Info("tags file valid again; changes accepted")
 	}
+	return nil
+}
+
+func (s *Store) journalPath() string { return s.path + ".journal" }
+
+// replay returns the state the JSON file and the journal hold together.
+// The journal was written against some version of the file (each entry's
+// "before"); if the file is still that version the journal's entries apply
+// as they are, and if it was replaced since (a compaction that was cut
+// short, or a hand save comfyshim did not see) the two are merged as a
+// hand save is (mergeSave). kept lists the assets the file lacks.
+func replay(file map[string]Entry, recs []journalRecord) (next map[string]Entry, kept []string) {
+	cur := make(map[string]Entry, len(file))
+	for id, e := range file {
+		cur[id] = e
+	}
+	written := map[string]baseEntry{}
+	for _, rec := range recs {
+		for _, je := range rec.Entries {
+			id, _ := CanonicalID(je.ID)
+			e, _ := je.entry() // checked when read
+			if _, seen := written[id]; !seen {
+				written[id] = je.before()
+			}
+			cur[id] = e
+		}
+	}
+	next, kept, _ = mergeSave(cur, written, file)
+	return next, kept
+}
+
+// openJournal opens the journal and replays what it holds on top of the
+// JSON file: an entry counts unless the file's entry for that asset is as
+// new or newer (already compacted, or edited by hand since).
+func (s *Store) openJournal() error {
+	_, statErr := os.Stat(s.journalPath())
+	j, recs, err := openJournal(s.journalPath())
+	if err != nil {
+		return err
+	}
+	if os.IsNotExist(statErr) {
+		if err := syncDir(filepath.Dir(s.path)); err != nil {
+			j.close()
+			return err
+		}
+	}
+	s.journal = j
+	if len(recs) == 0 {
+		return nil
+	}
+	file := s.doc
+	next, kept := replay(file, recs)
+	for _, e := range next {
+		if e.UpdatedAt.After(s.stamp) {
+			s.stamp = e.UpdatedAt
+		}
+	}
+	s.log.Info("replayed the tags journal", "records", len(recs), "assets_not_in_the_file", len(kept))
+	s.replaceAll(next)
+	for _, id := range kept {
+		e, had := file[id]
+		s.baseOld[id] = baseEntry{e, had}
+	}
+	s.scheduleCompaction()
 	return nil
 }
 

@@ -253,11 +253,7 @@ func TestAddAndRemoveTags(t *testing.T) {
 	if a := decode[map[string]any](t, body); fmt.Sprint(a["tags"]) != "[Portrait a b model_type:checkpoints]" {
 		t.Fatalf("asset after edits: %s", body)
 	}
-	data, err := os.ReadFile(f.tagsFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	entries, err := tagstore.Parse(data)
+	entries, err := tagstore.Parse(f.sidecar(t))
 	if err != nil || !reflect.DeepEqual(entries[id].Tags, []string{"Portrait", "a", "b", "model_type:checkpoints"}) || entries[id].Path != "models/checkpoints/sd15.safetensors" {
 		t.Fatalf("sidecar: %v %+v", err, entries)
 	}
@@ -269,7 +265,7 @@ func TestTagBodyErrorsChangeNothing(t *testing.T) {
 	if st, _ := call(t, "POST", f.url("/api/assets/"+id+"/tags"), `{"tags":["keep"]}`); st != 200 {
 		t.Fatal(st)
 	}
-	before, _ := os.ReadFile(f.tagsFile())
+	before := f.sidecar(t)
 	long := strings.Repeat("é", 129)
 	many := `{"tags":[` + strings.Repeat(`"x",`, 256) + `"y"]}`
 	cases := []struct {
@@ -304,7 +300,7 @@ func TestTagBodyErrorsChangeNothing(t *testing.T) {
 			}
 		})
 	}
-	after, _ := os.ReadFile(f.tagsFile())
+	after := f.sidecar(t)
 	if string(before) != string(after) {
 		t.Fatal("a rejected request changed the sidecar")
 	}

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
@@ -29,8 +30,25 @@ func (d *comfyDir) add(rel, content string, minute int) string { return d.Add(re
 
 func (d *comfyDir) tagsFile() string { return d.TagsFile() }
 
+// sidecar is the tags file once every acknowledged change is compacted
+// into it.
+func (f *fixture) sidecar(t *testing.T) []byte {
+	t.Helper()
+	if err := f.s.lib.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(f.tagsFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // shim serves the asset API over a folder on a real loopback socket.
-type shim struct{ URL string }
+type shim struct {
+	URL string
+	lib *assets.Library
+}
 
 // serveDir opens the folder's asset library and serves the API on it, as
 // comfyshim mounts it, until the test ends.
@@ -51,7 +69,7 @@ func serveDir(t testing.TB, d *comfyDir) *shim {
 	})
 	ts := httptest.NewServer(e)
 	t.Cleanup(func() { ts.Close(); _ = lib.Close() })
-	return &shim{URL: ts.URL}
+	return &shim{URL: ts.URL, lib: lib}
 }
 
 var testClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true}}

@@ -71,9 +71,11 @@ type Options struct {
 	// it is reloaded (100 ms). FilesDebounce: the same for the asset
 	// folders (200 ms). RescanEvery: full rescans of the folders (5 min).
 	TagsDebounce, FilesDebounce, RescanEvery time.Duration
-	// OnReload and OnWrite report reloads and writes of the tags file.
-	OnReload func(error)
-	OnWrite  func(time.Duration, error)
+	// OnReload, OnWrite and OnCompact report reloads of the tags file,
+	// durable writes of changes (journal appends) and compactions.
+	OnReload  func(error)
+	OnWrite   func(time.Duration, error)
+	OnCompact func(time.Duration, error)
 }
 
 // Open loads the tags file, scans the folders, and starts keeping their
@@ -85,7 +87,7 @@ func Open(roots []Root, tagsFile string, opts Options) (*Library, error) {
 	l := &Library{log: opts.Logger, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	l.updated = sync.NewCond(&l.mu)
 	var err error
-	l.tags, err = tagstore.Open(tagsFile, tagstore.Options{Logger: opts.Logger, OnReload: opts.OnReload, OnWrite: opts.OnWrite,
+	l.tags, err = tagstore.Open(tagsFile, tagstore.Options{Logger: opts.Logger, OnReload: opts.OnReload, OnWrite: opts.OnWrite, OnCompact: opts.OnCompact,
 		OnChange: l.Changed, Debounce: opts.TagsDebounce})
 	if err != nil {
 		return nil, err
@@ -100,6 +102,11 @@ func Open(roots []Root, tagsFile string, opts Options) (*Library, error) {
 	go l.loop()
 	return l, nil
 }
+
+// Flush writes every acknowledged tag change into the tags file now (they
+// are durable in its journal already; the file catches up within about a
+// second by itself).
+func (l *Library) Flush() error { return l.tags.Compact() }
 
 // Err is nil while the tags file is valid, else why it was rejected.
 func (l *Library) Err() error { return l.tags.Err() }

@@ -1,0 +1,232 @@
+package tagstore
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"strconv"
+	"time"
+)
+
+// The journal is an append-only file beside the tags file
+// (<tags file>.journal) holding the acknowledged changes that are not yet
+// compacted into the JSON file. Each line is one group commit:
+//
+//	<crc32c of the JSON, 8 hex digits> <JSON: {"seq":N,"entries":[...]}>
+//
+// Every entry is an asset's complete state after the change, with its
+// state in the JSON file the journal was written against ("before"; absent
+// when the file had none), so a replay can tell a hand save of the JSON
+// file from the state it was written against (see mergeSave), and replaying
+// a line twice changes nothing. A line whose checksum does not match (a
+// write torn by a crash) ends the journal: it and anything after it are
+// never applied. The file is emptied once its changes are in the JSON file.
+
+// journalEntry is one asset's state after a change.
+type journalEntry struct {
+	ID        string        `json:"id"`
+	Path      string        `json:"path,omitempty"`
+	Tags      []string      `json:"tags"`
+	UpdatedAt string        `json:"updated_at,omitempty"`
+	Before    *journalEntry `json:"before,omitempty"`
+}
+
+func toJournal(id string, e Entry) journalEntry {
+	je := journalEntry{ID: id, Path: e.Path, Tags: e.Tags}
+	if !e.UpdatedAt.IsZero() {
+		je.UpdatedAt = e.UpdatedAt.UTC().Format(time.RFC3339Nano)
+	}
+	return je
+}
+
+type journalRecord struct {
+	Seq     uint64         `json:"seq"`
+	Entries []journalEntry `json:"entries"`
+}
+
+// encodeRecord renders one journal line: each entry after the change, and
+// as the JSON file holds it (before).
+func encodeRecord(seq uint64, entries map[string]Entry, before map[string]baseEntry) []byte {
+	rec := journalRecord{Seq: seq, Entries: make([]journalEntry, 0, len(entries))}
+	for id, e := range entries {
+		je := toJournal(id, e)
+		if b := before[id]; b.ok {
+			bj := toJournal(id, b.e)
+			bj.ID = ""
+			je.Before = &bj
+		}
+		rec.Entries = append(rec.Entries, je)
+	}
+	payload, _ := json.Marshal(rec) // strings and slices only: cannot fail
+	line := make([]byte, 0, len(payload)+10)
+	line = append(line, fmt.Sprintf("%08x ", crc32.Checksum(payload, castagnoli))...)
+	line = append(line, payload...)
+	return append(line, '\n')
+}
+
+// errTorn marks where the readable journal ends.
+var errTorn = errors.New("torn or corrupt journal record")
+
+// readJournal returns the records of a journal and the length of its valid
+// prefix; everything after it is a torn tail to be cut off.
+func readJournal(r io.Reader) (recs []journalRecord, valid int64, tail error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) == 0 && err == io.EOF {
+			return recs, valid, nil
+		}
+		if err != nil && err != io.EOF {
+			return recs, valid, err
+		}
+		rec, perr := parseRecord(line)
+		if perr != nil {
+			return recs, valid, perr
+		}
+		recs = append(recs, rec)
+		valid += int64(len(line))
+	}
+}
+
+func parseRecord(line []byte) (journalRecord, error) {
+	var rec journalRecord
+	if len(line) < 10 || line[len(line)-1] != '\n' || line[8] != ' ' {
+		return rec, errTorn
+	}
+	sum, err := strconv.ParseUint(string(line[:8]), 16, 32)
+	payload := bytes.TrimSuffix(line[9:], []byte{'\n'})
+	if err != nil || uint32(sum) != crc32.Checksum(payload, castagnoli) {
+		return rec, errTorn
+	}
+	if err := json.Unmarshal(payload, &rec); err != nil {
+		return rec, fmt.Errorf("%w: %v", errTorn, err)
+	}
+	for _, je := range rec.Entries {
+		if _, err := CanonicalID(je.ID); err != nil {
+			return rec, fmt.Errorf("%w: %v", errTorn, err)
+		}
+		if _, err := je.entry(); err != nil {
+			return rec, fmt.Errorf("%w: %v", errTorn, err)
+		}
+		if je.Before != nil {
+			if _, err := je.Before.entry(); err != nil {
+				return rec, fmt.Errorf("%w: %v", errTorn, err)
+			}
+		}
+	}
+	return rec, nil
+}
+
+// before is the entry's state in the JSON file it was written against.
+func (je journalEntry) before() baseEntry {
+	if je.Before == nil {
+		return baseEntry{}
+	}
+	e, _ := je.Before.entry() // checked when read
+	return baseEntry{e, true}
+}
+
+// entry checks a journal entry as strictly as the JSON file's.
+func (je journalEntry) entry() (Entry, error) {
+	for _, t := range je.Tags {
+		if err := CheckTag(t); err != nil {
+			return Entry{}, err
+		}
+	}
+	e := Entry{Path: je.Path, Tags: sortedUnique(je.Tags)}
+	if len(e.Tags) > MaxTagsPerAsset {
+		return Entry{}, fmt.Errorf("asset %s: too many tags", je.ID)
+	}
+	if je.UpdatedAt != "" {
+		t, err := time.Parse(time.RFC3339Nano, je.UpdatedAt)
+		if err != nil {
+			return Entry{}, err
+		}
+		e.UpdatedAt = t
+	}
+	return e, nil
+}
+
+// journal is the open journal file, appended by the committer only.
+type journal struct {
+	f    *os.File
+	seq  uint64
+	size int64
+}
+
+// openJournal reads the journal at path (missing: empty), cuts off a torn
+// tail, and opens it for appending. It returns the records to replay.
+func openJournal(path string) (*journal, []journalRecord, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
+	recs, valid, tail := readJournal(f)
+	if tail != nil && !errors.Is(tail, errTorn) {
+		f.Close()
+		return nil, nil, tail
+	}
+	if fi, err := f.Stat(); err == nil && fi.Size() != valid {
+		// A write torn by a crash: never applied, and cut off so that
+		// new records follow the valid ones.
+		if err := f.Truncate(valid); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		if err := syncData(f); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+	}
+	if _, err := f.Seek(valid, io.SeekStart); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	j := &journal{f: f, size: valid}
+	if len(recs) > 0 {
+		j.seq = recs[len(recs)-1].Seq
+	}
+	return j, recs, nil
+}
+
+// append writes one group commit and makes it durable.
+func (j *journal) append(entries map[string]Entry, before map[string]baseEntry) error {
+	line := encodeRecord(j.seq+1, entries, before)
+	n, err := j.f.Write(line)
+	if err != nil {
+		// Cut a partial line off so the next record is readable.
+		_ = j.f.Truncate(j.size)
+		_, _ = j.f.Seek(j.size, io.SeekStart)
+		return err
+	}
+	if err := syncData(j.f); err != nil {
+		_ = j.f.Truncate(j.size)
+		_, _ = j.f.Seek(j.size, io.SeekStart)
+		return err
+	}
+	j.seq++
+	j.size += int64(n)
+	return nil
+}
+
+// reset empties the journal once its changes are in the JSON file.
+func (j *journal) reset() error {
+	if j.size == 0 {
+		return nil
+	}
+	if err := j.f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := j.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	j.size = 0
+	return syncData(j.f)
+}
+
+func (j *journal) close() error { return j.f.Close() }
