@@ -39,9 +39,12 @@ func newForwarder(upstream *url.URL, transport http.RoundTripper, log *slog.Logg
 		},
 		Transport:      transport,
 		ModifyResponse: stripUpstreamCORS,
-		// Flush every write: a /view stream or a slow upstream reaches the
-		// client as it arrives rather than when a buffer fills.
-		FlushInterval: -1,
+		// 0: responses of unknown length and text/event-stream are still
+		// flushed on every write (a /view stream, progress events); others
+		// are not flushed per write. -1 would start a flush goroutine per
+		// response and write headers separately: measured 24% fewer small
+		// requests per second for no gain (bench/RESULTS.md).
+		FlushInterval: 0,
 		BufferPool:    bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {

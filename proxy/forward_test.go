@@ -238,21 +238,28 @@ func TestLargeDownloadStreamsWithFlatMemory(t *testing.T) {
 }
 
 func TestFirstByteBeforeUpstreamFinishes(t *testing.T) {
-	up, ts := startUpstream(t)
-	s := startShim(t, testConfig(t, ts.URL))
-	resp, err := testClient.Get(s.URL + "/view?filename=slow.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	first := make([]byte, len("first-chunk"))
-	if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != "first-chunk" {
-		t.Fatalf("first chunk %q %v", first, err)
-	}
-	up.Release() // the upstream finishes only now
-	rest, err := io.ReadAll(resp.Body)
-	if err != nil || string(rest) != "-rest" {
-		t.Fatalf("rest %q %v", rest, err)
+	// A stream of unknown length, and an event stream that declares its
+	// length: each part reaches the client while the upstream still waits.
+	for _, tc := range []struct{ file, first, rest string }{
+		{"slow.bin", "first-chunk", "-rest"},
+		{"events.sse", "data: first\n\n", "data: rest\n\n"},
+	} {
+		up, ts := startUpstream(t)
+		s := startShim(t, testConfig(t, ts.URL))
+		resp, err := testClient.Get(s.URL + "/view?filename=" + tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := make([]byte, len(tc.first))
+		if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != tc.first {
+			t.Fatalf("%s: first part %q %v", tc.file, first, err)
+		}
+		up.Release() // the upstream finishes only now
+		rest, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(rest) != tc.rest {
+			t.Fatalf("%s: rest %q %v", tc.file, rest, err)
+		}
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/patrickmn/go-cache"
 )
 
 // keyring holds the accepted API keys as SHA-256 digests, so comparing a
@@ -205,19 +207,19 @@ func (k *keyring) find(eq func(*keyEntry) int) (keyEntry, bool) {
 
 // failureLimiter slows guessing: after max failed authentications from one
 // address within window, that address's further credential checks are
-// paced (see enter). Other addresses are not affected.
+// paced (see enter). Other addresses are not affected. The records live in
+// a go-cache that expires each a window after its first failure.
 type failureLimiter struct {
 	max    int
 	window time.Duration
 	pace   time.Duration // hold after each failure while blocked: window/max
 
-	mu   sync.Mutex
-	byIP map[string]*failures
+	mu   sync.Mutex   // guards the records' fields and their creation
+	byIP *cache.Cache // address -> *failures
 }
 
 type failures struct {
 	count int
-	start time.Time
 	line  *checkLine // while blocked
 }
 
@@ -251,21 +253,19 @@ func (q *checkLine) leave() {
 const maxTracked = 100_000
 
 func newFailureLimiter(max int, window time.Duration) *failureLimiter {
-	return &failureLimiter{max: max, window: window, pace: window / time.Duration(max), byIP: map[string]*failures{}}
+	return &failureLimiter{max: max, window: window, pace: window / time.Duration(max),
+		byIP: cache.New(window, window)}
 }
 
 // lineFor returns ip's check line while it is blocked, else nil.
-func (l *failureLimiter) lineFor(ip string, now time.Time) *checkLine {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f, ok := l.byIP[ip]
+func (l *failureLimiter) lineFor(ip string, _ time.Time) *checkLine {
+	v, ok := l.byIP.Get(ip)
 	if !ok {
 		return nil
 	}
-	if now.Sub(f.start) > l.window && (f.line == nil || f.line.idle()) {
-		delete(l.byIP, ip)
-		return nil
-	}
+	f := v.(*failures)
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if f.count < l.max {
 		return nil
 	}
@@ -275,42 +275,22 @@ func (l *failureLimiter) lineFor(ip string, now time.Time) *checkLine {
 	return f.line
 }
 
-func (q *checkLine) idle() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.waiting == 0
-}
-
 // fail counts a failed authentication and reports whether ip is now blocked.
-func (l *failureLimiter) fail(ip string, now time.Time) bool {
+func (l *failureLimiter) fail(ip string, _ time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f, ok := l.byIP[ip]
-	if !ok || (now.Sub(f.start) > l.window && f.line == nil) {
-		if len(l.byIP) >= maxTracked {
-			for k, v := range l.byIP {
-				if now.Sub(v.start) > l.window && v.line == nil {
-					delete(l.byIP, k)
-				}
-			}
-			if len(l.byIP) >= maxTracked {
-				// Still full of live entries: forget one rather than grow
-				// without bound.
-				for k, v := range l.byIP {
-					if v.line == nil {
-						delete(l.byIP, k)
-						break
-					}
-				}
+	v, ok := l.byIP.Get(ip)
+	if !ok {
+		if l.byIP.ItemCount() >= maxTracked {
+			l.byIP.DeleteExpired()
+			if l.byIP.ItemCount() >= maxTracked {
+				return false // full of live records: this address goes untracked
 			}
 		}
-		f = &failures{start: now}
-		l.byIP[ip] = f
-	} else if now.Sub(f.start) > l.window {
-		// A blocked address whose window ran out starts a new one, keeping
-		// its line so queued checks stay in order.
-		f.count, f.start = 0, now
+		v = &failures{}
+		l.byIP.Set(ip, v, cache.DefaultExpiration) // the window starts now
 	}
+	f := v.(*failures)
 	f.count++
 	return f.count >= l.max
 }

@@ -221,7 +221,9 @@ func (p *parser) assets() (map[string]Entry, error) {
 				return nil, p.errAt(vat, "asset %s: tags[%d]: %v", id, i, err)
 			}
 		}
-		e := Entry{Path: raw.Path, Tags: sortedUnique(*raw.Tags)}
+		tags := *raw.Tags // freshly decoded: sorted in place, no copy
+		slices.Sort(tags)
+		e := Entry{Path: raw.Path, Tags: slices.Compact(tags)}
 		if len(e.Tags) > MaxTagsPerAsset {
 			return nil, p.errAt(vat, "asset %s: %d tags; at most %d per asset", id, len(e.Tags), MaxTagsPerAsset)
 		}

@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/patrickmn/go-cache"
-
 	"github.com/comfyshim/comfyshim/tagstore/internal/watch"
 )
 
@@ -48,8 +46,9 @@ type Store struct {
 	path string
 	log  *slog.Logger
 
-	view      atomic.Pointer[view] // what readers see; replaced whole on reload
-	gen       atomic.Uint64        // bumped on every change readers can see
+	docMu     sync.RWMutex                   // readers' lock on doc; only the committer writes it
+	counts    atomic.Pointer[map[string]int] // tag -> entries carrying it; replaced, never modified
+	gen       atomic.Uint64                  // bumped on every change readers can see
 	logMu     sync.Mutex
 	changeLog []change // recent writes, oldest first
 	logFloor  uint64   // ChangedSince knows nothing before this generation
@@ -83,16 +82,6 @@ type Store struct {
 	onCompact func(time.Duration, error)
 	onChange  func()
 }
-
-// view is the readers' state. index maps id -> Entry; aggregates holds
-// values derived from all entries ("tag_counts": map[string]int). Both hold
-// immutable values: an entry is replaced, never modified.
-type view struct {
-	index      *cache.Cache
-	aggregates *cache.Cache
-}
-
-const aggTagCounts = "tag_counts"
 
 type op struct {
 	id     string
@@ -173,7 +162,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s.compact = time.NewTimer(time.Hour)
 	s.compact.Stop()
-	s.view.Store(newView(nil))
+	s.counts.Store(&map[string]int{})
 	if err := s.syncFromDisk(); err != nil {
 		return nil, fmt.Errorf("tags file %s: %w", abs, err)
 	}
@@ -246,22 +235,22 @@ func (s *Store) Close() error {
 
 // Get returns an asset's entry; ok is false when the sidecar has none.
 func (s *Store) Get(id string) (Entry, bool) {
-	v, ok := s.view.Load().index.Get(id)
-	if !ok {
-		return Entry{}, false
-	}
-	return v.(Entry), true
+	s.docMu.RLock()
+	e, ok := s.doc[id]
+	s.docMu.RUnlock()
+	return e, ok
 }
 
 // TagCounts returns how many sidecar entries carry each tag. The map is
 // shared: do not modify it.
-func (s *Store) TagCounts() map[string]int {
-	v, _ := s.view.Load().aggregates.Get(aggTagCounts)
-	return v.(map[string]int)
-}
+func (s *Store) TagCounts() map[string]int { return *s.counts.Load() }
 
 // Len is the number of assets in the sidecar.
-func (s *Store) Len() int { return s.view.Load().index.ItemCount() }
+func (s *Store) Len() int {
+	s.docMu.RLock()
+	defer s.docMu.RUnlock()
+	return len(s.doc)
+}
 
 // Generation changes whenever what readers see changes, so callers can cache
 // values derived from the store.
@@ -323,19 +312,15 @@ func (s *Store) mutate(id string, seed Entry, tags []string, remove bool) (Chang
 	}
 }
 
-func newView(entries map[string]Entry) *view {
-	items := make(map[string]cache.Item, len(entries))
+// countTags counts the entries carrying each tag.
+func countTags(entries map[string]Entry) map[string]int {
 	counts := map[string]int{}
-	for id, e := range entries {
-		items[id] = cache.Item{Object: e}
+	for _, e := range entries {
 		for _, t := range e.Tags {
 			counts[t]++
 		}
 	}
-	// No expiry and no janitor: entries live until replaced.
-	agg := cache.New(cache.NoExpiration, 0)
-	agg.Set(aggTagCounts, counts, cache.NoExpiration)
-	return &view{index: cache.NewFrom(cache.NoExpiration, 0, items), aggregates: agg}
+	return counts
 }
 
 func (s *Store) commitLoop() {
@@ -531,9 +516,13 @@ func (s *Store) publish(overlay map[string]Entry) {
 		slices.Sort(added)
 		s.ids, s.raws = mergeSorted(s.ids, s.raws, added)
 	}
-	v := s.view.Load()
-	counts := cloneCounts(v.aggregates)
+	old := *s.counts.Load()
+	counts := make(map[string]int, len(old)+4)
+	for k, n := range old {
+		counts[k] = n
+	}
 	changed := make([]string, 0, len(overlay))
+	s.docMu.Lock()
 	for id, e := range overlay {
 		if old, ok := s.doc[id]; ok {
 			for _, t := range old.Tags {
@@ -549,10 +538,10 @@ func (s *Store) publish(overlay map[string]Entry) {
 		if i, ok := slices.BinarySearch(s.ids, id); ok {
 			s.raws[i] = nil // rendered again at the next compaction
 		}
-		v.index.Set(id, e, cache.NoExpiration)
 		changed = append(changed, id)
 	}
-	v.aggregates.Set(aggTagCounts, counts, cache.NoExpiration)
+	s.docMu.Unlock()
+	s.counts.Store(&counts)
 	s.recordChange(changed)
 }
 
@@ -703,16 +692,6 @@ func (s *Store) ChangedSince(gen uint64) (ids []string, ok bool) {
 	return ids, true
 }
 
-func cloneCounts(agg *cache.Cache) map[string]int {
-	v, _ := agg.Get(aggTagCounts)
-	old := v.(map[string]int)
-	m := make(map[string]int, len(old)+4)
-	for k, n := range old {
-		m[k] = n
-	}
-	return m
-}
-
 // mergeSorted merges the sorted ids b into the sorted ids a, carrying a's
 // renderings along; b's are nil.
 func mergeSorted(a []string, ra [][]byte, b []string) ([]string, [][]byte) {
@@ -762,7 +741,11 @@ func (s *Store) syncFromDisk() error {
 		s.invalid.Store(&err)
 		return err
 	}
-	next, kept, stale := mergeSave(s.doc, s.baseOld, entries)
+	var kept, stale []string
+	next := entries
+	if len(s.doc) > 0 || len(s.baseOld) > 0 { // nothing to merge with on the first read
+		next, kept, stale = mergeSave(s.doc, s.baseOld, entries)
+	}
 	if len(stale) > 0 {
 		s.log.Warn("a hand save was made from an older copy of the tags file; comfyshim kept its newer tags for these assets", "assets", stale)
 	}
@@ -864,8 +847,12 @@ func (s *Store) replaceAll(entries map[string]Entry) {
 	}
 	slices.Sort(ids)
 	// Entries are rendered on the first write.
-	s.doc, s.ids, s.raws = entries, ids, make([][]byte, len(ids))
-	s.view.Store(newView(entries))
+	s.docMu.Lock()
+	s.doc = entries
+	s.docMu.Unlock()
+	s.ids, s.raws = ids, make([][]byte, len(ids))
+	counts := countTags(entries)
+	s.counts.Store(&counts)
 	s.recordChange(nil)
 }
 

@@ -86,18 +86,33 @@ func Open(roots []Root, tagsFile string, opts Options) (*Library, error) {
 	}
 	l := &Library{log: opts.Logger, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	l.updated = sync.NewCond(&l.mu)
+	// Reading the tags file and walking the folders take about as long as
+	// each other at 100k assets: do both at once.
+	type scan struct {
+		files *catalog.Catalog
+		err   error
+	}
+	scanned := make(chan scan, 1)
+	go func() {
+		files, err := catalog.New(roots, catalog.Options{Logger: opts.Logger, OnChange: l.Changed,
+			Debounce: opts.FilesDebounce, RescanEvery: opts.RescanEvery})
+		scanned <- scan{files, err}
+	}()
 	var err error
 	l.tags, err = tagstore.Open(tagsFile, tagstore.Options{Logger: opts.Logger, OnReload: opts.OnReload, OnWrite: opts.OnWrite, OnCompact: opts.OnCompact,
 		OnChange: l.Changed, Debounce: opts.TagsDebounce})
+	sc := <-scanned
 	if err != nil {
+		if sc.files != nil {
+			_ = sc.files.Close()
+		}
 		return nil, err
 	}
-	l.files, err = catalog.New(roots, catalog.Options{Logger: opts.Logger, OnChange: l.Changed,
-		Debounce: opts.FilesDebounce, RescanEvery: opts.RescanEvery})
-	if err != nil {
+	if sc.err != nil {
 		_ = l.tags.Close()
-		return nil, fmt.Errorf("asset folders: %w", err)
+		return nil, fmt.Errorf("asset folders: %w", sc.err)
 	}
+	l.files = sc.files
 	l.index.Store(BuildIndex(l.files.Snapshot(), l.tags))
 	go l.loop()
 	return l, nil

@@ -288,6 +288,20 @@ func (u *Upstream) view(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		_, _ = w.Write([]byte("-rest"))
+	case name == "events.sse":
+		// A server-sent event stream that declares its length: only its
+		// content type tells a proxy to flush every event at once.
+		first, rest := "data: first\n\n", "data: rest\n\n"
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(first)+len(rest)))
+		_, _ = io.WriteString(w, first)
+		w.(http.Flusher).Flush()
+		select {
+		case <-u.released:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, rest)
 	case strings.HasPrefix(name, "ComfyUI_"):
 		w.Header().Set("Content-Type", "image/png")
 		_, _ = w.Write(PreviewPNG)
