@@ -5,21 +5,26 @@
 #   bash bench/run.sh            full run: 3 repetitions, writes bench/RESULTS.md
 #   bash bench/run.sh --smoke    a few seconds per scenario; checks every scenario produced numbers
 #
-# Installs wrk, caddy and nginx from Debian when missing. Every process it
-# starts is stopped by PID on exit.
+# Every peer is configured as its own experts would: nginx with upstream
+# keep-alive, HTTP/1.1, "Connection" cleared for plain requests and 64k
+# buffers; Caddy with its defaults. Durable tag changes are measured beside
+# a raw append+fdatasync loop (the disk's floor) and SQLite in WAL mode with
+# synchronous=FULL. Installs wrk, caddy, nginx and python3 from Debian when
+# missing. Every process it starts is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=full
 RUNS=${RUNS:-3}
 DUR=${DUR:-5}
-ASSETS=${ASSETS:-100000}
+ASSETS=${ASSETS:-100000}                          # the scale of the write benchmarks
+SCALES=${SCALES:-"1000 10000 100000 1000000"}    # scales of memory, start time and reads
 if [ "${1:-}" = "--smoke" ]; then
-  MODE=smoke RUNS=1 DUR=1 ASSETS=${ASSETS_SMOKE:-2000}
+  MODE=smoke RUNS=1 DUR=1 ASSETS=${ASSETS_SMOKE:-2000} SCALES=${ASSETS_SMOKE:-2000}
 fi
 
 need=()
-for tool in wrk caddy nginx; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+for tool in wrk caddy nginx python3; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
   apt-get update -qq >/dev/null
@@ -56,7 +61,7 @@ wait_port() {
   echo "nothing listens on $1" >&2; return 1
 }
 
-"$WORK/upstream" --listen "$UP" & PIDS+=($!)
+"$WORK/upstream" --listen "$UP" & UP_PID=$!; PIDS+=($UP_PID)
 "$WORK/comfyshim" --listen "$SHIM" --upstream "http://$UP" --tags-file "$WORK/empty/tags.json" --log-level error & SHIM_PID=$!; PIDS+=($SHIM_PID)
 
 cat > "$WORK/Caddyfile" <<EOF
@@ -65,9 +70,7 @@ cat > "$WORK/Caddyfile" <<EOF
 	auto_https off
 }
 http://$CADDY {
-	reverse_proxy $UP {
-		flush_interval -1
-	}
+	reverse_proxy $UP
 }
 EOF
 caddy run --config "$WORK/Caddyfile" --adapter caddyfile >"$WORK/caddy.log" 2>&1 & CADDY_PID=$!; PIDS+=($CADDY_PID)
@@ -87,17 +90,23 @@ http {
   fastcgi_temp_path $WORK/nginx/fastcgi;
   uwsgi_temp_path $WORK/nginx/uwsgi;
   scgi_temp_path $WORK/nginx/scgi;
-  upstream comfyui { server $UP; keepalive 256; }
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
+  upstream comfyui { server $UP; keepalive 256; keepalive_requests 100000; }
+  # Plain requests clear Connection so the upstream connection is kept;
+  # websocket upgrades pass it on.
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
   server {
     listen $NGINX;
+    keepalive_requests 100000;
     location / {
       proxy_pass http://comfyui;
       proxy_http_version 1.1;
       proxy_set_header Upgrade \$http_upgrade;
       proxy_set_header Connection \$connection_upgrade;
       proxy_set_header Host \$host;
-      proxy_buffering off;
+      proxy_buffer_size 64k;
+      proxy_buffers 8 64k;
+      proxy_busy_buffers_size 128k;
+      proxy_max_temp_file_size 0;
       proxy_request_buffering off;
       proxy_read_timeout 1h;
       client_max_body_size 0;
@@ -111,9 +120,22 @@ for p in $UP $SHIM $CADDY $NGINX; do wait_port "$p"; done
 
 declare -A ADDR=([direct]=$UP [comfyshim]=$SHIM [caddy]=$CADDY [nginx]=$NGINX)
 TARGETS=(direct comfyshim caddy nginx)
+declare -A PIDOF=([direct]=$UP_PID [comfyshim]=$SHIM_PID [caddy]=$CADDY_PID [nginx]=$NGINX_PID)
 
-run_wrk() { # scenario target conns url
-  timeout $((DUR + 30)) wrk -t"$(( $3 < 2 ? 1 : 2 ))" -c"$3" -d"${DUR}s" --latency "$4" | "$WORK/driver" wrk2json -scenario "$1" -target "$2" >> "$RESULTS"
+# pids_of TARGET: the process and its children (nginx's workers).
+pids_of() { echo "${PIDOF[$1]}" $(pgrep -P "${PIDOF[$1]}" 2>/dev/null); }
+# cpu_ticks PIDS...: user+system clock ticks used so far.
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$(( t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0) )); done; echo $t; }
+# syscalls PIDS...: read and write system calls made so far.
+syscalls() { local t=0 p; for p in "$@"; do t=$(( t + $(awk '/^sysc[rw]:/ {s+=$2} END {print s+0}' "/proc/$p/io" 2>/dev/null || echo 0) )); done; echo $t; }
+
+run_wrk() { # scenario target conns url [pid-target]
+  local pt=${5:-$2} c0 s0 out
+  local pids; pids=$(pids_of "$pt")
+  c0=$(cpu_ticks $pids); s0=$(syscalls $pids)
+  out=$(timeout $((DUR + 30)) wrk -t"$(( $3 < 2 ? 1 : 2 ))" -c"$3" -d"${DUR}s" --latency "$4")
+  echo "$out" | "$WORK/driver" wrk2json -scenario "$1" -target "$2" \
+    -cpu-ticks $(( $(cpu_ticks $pids) - c0 )) -syscalls $(( $(syscalls $pids) - s0 )) >> "$RESULTS"
 }
 
 for run in $(seq 1 "$RUNS"); do
@@ -134,31 +156,53 @@ for run in $(seq 1 "$RUNS"); do
   done
 done
 
-echo "local asset API: making $ASSETS assets, every one with an entry in the tags file"
-mkdir -p "$WORK/comfy/output" "$WORK/comfy/user"
-"$WORK/driver" mkassets -dir "$WORK/comfy" -n "$ASSETS"
-"$WORK/comfyshim" --listen "$API" --upstream "http://$UP" --comfyui-dir "$WORK/comfy" --log-level error & API_PID=$!; PIDS+=($API_PID)
-wait_port "$API"
-# The first listing builds the index.
-curl -fsS "http://$API/api/tags" >/dev/null
-for run in $(seq 1 "$RUNS"); do
-  echo "run $run/$RUNS: local asset API at $ASSETS assets"
-  for c in 1 16; do
-    run_wrk "tags_list_c$c" comfyshim "$c" "http://$API/api/tags"
-    run_wrk "assets_filter_c$c" comfyshim "$c" "http://$API/api/assets?include_tags=favorite,output&exclude_tags=style:3&limit=50"
+# The local asset API at each scale: time until ready, read latency, memory
+# after a mixed load; durable tag changes at $ASSETS assets, beside the
+# disk's floor and SQLite. Every asset has an entry in the tags file (the
+# largest sidecar those assets can have).
+for n in $SCALES; do
+  echo "local asset API: making $n assets"
+  rm -rf "$WORK/comfy"
+  mkdir -p "$WORK/comfy/output" "$WORK/comfy/user"
+  "$WORK/driver" mkassets -dir "$WORK/comfy" -n "$n"
+  sync
+  t0=$(date +%s%N)
+  "$WORK/comfyshim" --listen "$API" --upstream "http://$UP" --comfyui-dir "$WORK/comfy" --log-level error & API_PID=$!; PIDS+=($API_PID)
+  PIDOF[api]=$API_PID
+  until curl -fsS "http://$API/api/tags?limit=1" >/dev/null 2>&1; do
+    kill -0 "$API_PID" 2>/dev/null || { echo "comfyshim exited at $n assets" >&2; exit 1; }
+    sleep 0.01
   done
-  for c in 1 8 64; do
-    timeout $((DUR + 60)) "$WORK/driver" mutate -url "http://$API" -target comfyshim -conns "$c" -n "$ASSETS" -dur "${DUR}s" >> "$RESULTS"
+  "$WORK/driver" emit -scenario "start_n$n" -target comfyshim -metric ready_after -unit s -value "$(( ($(date +%s%N) - t0) / 1000000 ))e-3" >> "$RESULTS"
+  for run in $(seq 1 "$RUNS"); do
+    echo "run $run/$RUNS: local asset API at $n assets"
+    run_wrk "tags_list_c1_n$n" comfyshim 1 "http://$API/api/tags" api
+    run_wrk "assets_filter_c16_n$n" comfyshim 16 "http://$API/api/assets?include_tags=favorite,output&exclude_tags=style:3&limit=50" api
+    if [ "$n" = "$ASSETS" ]; then
+      run_wrk "tags_list_c16_n$n" comfyshim 16 "http://$API/api/tags" api
+      run_wrk "assets_filter_c1_n$n" comfyshim 1 "http://$API/api/assets?include_tags=favorite,output&exclude_tags=style:3&limit=50" api
+      for c in 1 8 64; do
+        timeout $((DUR + 60)) "$WORK/driver" mutate -url "http://$API" -target comfyshim -conns "$c" -n "$n" -dur "${DUR}s" >> "$RESULTS"
+      done
+      timeout $((DUR + 30)) "$WORK/driver" fsync -dir "$WORK/comfy/user" -target fdatasync -scenario tag_mutations_1clients -dur "${DUR}s" >> "$RESULTS"
+      timeout $((DUR + 30)) python3 bench/sqlite_anchor.py "$WORK/comfy/user" "$DUR" tag_mutations_1clients >> "$RESULTS"
+    else
+      timeout $((DUR + 60)) "$WORK/driver" mutate -url "http://$API" -target comfyshim -scenario "tag_mutations_8clients_n$n" -conns 8 -n "$n" -dur "${DUR}s" >> "$RESULTS"
+    fi
   done
-  "$WORK/driver" rss -scenario "assets_${ASSETS}_idle" -pid "$API_PID" -target comfyshim >> "$RESULTS"
+  # Resident memory after that mixed read and write load.
+  "$WORK/driver" rss -scenario "rss_after_load_n$n" -pid "$API_PID" -target comfyshim >> "$RESULTS"
+  kill "$API_PID"; wait "$API_PID" 2>/dev/null || true
 done
+rm -rf "$WORK/comfy"
 
 # Every scenario must have produced numbers.
-expected=(system_stats_c1 system_stats_c64 view_1MiB ws_text_small ws_binary_64KiB stream_256MiB tags_list_c1 assets_filter_c16 tag_mutations_1clients tag_mutations_64clients "assets_${ASSETS}_idle")
+expected=(system_stats_c1 system_stats_c64 view_1MiB ws_text_small ws_binary_64KiB stream_256MiB tag_mutations_1clients tag_mutations_64clients)
+for n in $SCALES; do expected+=("start_n$n" "tags_list_c1_n$n" "assets_filter_c16_n$n" "rss_after_load_n$n"); done
 for s in "${expected[@]}"; do
   grep -q "\"scenario\":\"$s\"" "$RESULTS" || { echo "scenario $s produced no result" >&2; exit 1; }
 done
-for t in "${TARGETS[@]}"; do
+for t in "${TARGETS[@]}" fdatasync sqlite_wal_full; do
   grep -q "\"target\":\"$t\"" "$RESULTS" || { echo "target $t produced no result" >&2; exit 1; }
 done
 
@@ -170,8 +214,10 @@ if [ "$MODE" = full ]; then
     echo "- $(go version)"
     echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores"
     echo "- command: \`bash bench/run.sh\` (RUNS=$RUNS, DUR=${DUR}s each, $ASSETS assets); wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), caddy $(caddy version | awk '{print $1}'), nginx $(nginx -v 2>&1 | cut -d/ -f2)"
-    echo "- every process on 127.0.0.1 on the same machine, load generator included; the fake ComfyUI is Go (bench/upstream)"
-    echo "- local asset API: $ASSETS files in output/, every one with an entry in the tags file (the largest sidecar they can have)"
+    echo "- every process on 127.0.0.1 on the same machine, load generator included; the fake ComfyUI is Go (proxy/internal/comfytest/upstream)"
+    echo "- nginx: upstream keepalive 256, HTTP/1.1, Connection cleared for plain requests, 64k buffers; Caddy: reverse_proxy with its defaults"
+    echo "- cpu_per_request and syscalls_per_request: the target's processes' user+system time and read/write system calls during the wrk run, divided by its requests"
+    echo "- local asset API at $SCALES assets in output/, every one with an entry in the tags file (the largest sidecar they can have); durable tag changes at $ASSETS, beside an append+fdatasync loop and SQLite (WAL, synchronous=FULL, one row per transaction, python3 $(python3 -c 'import sqlite3;print(sqlite3.sqlite_version)'))"
     echo
     echo "Medians of $RUNS runs with min – max. Ratios divide comfyshim's median by the other target's:"
     echo "for latency and memory lower is better, for throughput higher is better."

@@ -44,7 +44,7 @@ func emit(r result) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: driver ws|download|rss|mutate|mkassets|wrk2json|report ...")
+		fmt.Fprintln(os.Stderr, "usage: driver ws|download|rss|mutate|fsync|mkassets|wrk2json|emit|report ...")
 		os.Exit(2)
 	}
 	cmd, args := os.Args[1], os.Args[2:]
@@ -59,6 +59,11 @@ func main() {
 	dir := fs.String("dir", "", "folder (mkassets)")
 	n := fs.Int("n", 100000, "number of assets (mkassets)")
 	scenario := fs.String("scenario", "", "scenario name")
+	cpuTicks := fs.Int64("cpu-ticks", -1, "wrk2json: CPU clock ticks the target used during the run")
+	syscalls := fs.Int64("syscalls", -1, "wrk2json: read and write system calls the target made during the run")
+	metric := fs.String("metric", "", "emit: metric name")
+	unit := fs.String("unit", "", "emit: unit")
+	value := fs.Float64("value", 0, "emit: value")
 	_ = fs.Parse(args)
 	var err error
 	switch cmd {
@@ -69,11 +74,15 @@ func main() {
 	case "rss":
 		err = rss(*url, *target, *scenario, *pid)
 	case "mutate":
-		err = mutate(*url, *target, *conns, *dur, *n)
+		err = mutate(*url, *target, *scenario, *conns, *dur, *n)
+	case "fsync":
+		err = fsyncLoop(*dir, *target, *scenario, *dur)
+	case "emit":
+		emit(result{*scenario, *target, *metric, *unit, *value})
 	case "mkassets":
 		err = mkassets(*dir, *n)
 	case "wrk2json":
-		err = wrk2json(os.Stdin, *scenario, *target)
+		err = wrk2json(os.Stdin, *scenario, *target, *cpuTicks, *syscalls)
 	case "report":
 		err = report(fs.Args())
 	default:
@@ -229,7 +238,7 @@ func readRSS(pid int) int64 {
 
 // mutate adds and removes a tag on the n benchmark assets from conns
 // clients for dur; each acknowledged call is durable.
-func mutate(base, target string, conns int, dur time.Duration, n int) error {
+func mutate(base, target, scenario string, conns int, dur time.Duration, n int) error {
 	var done, seq atomic.Int64
 	// A tag of this invocation's own, so every call changes something and
 	// costs a durable write (a repeated add would be a no-op).
@@ -258,7 +267,35 @@ func mutate(base, target string, conns int, dur time.Duration, n int) error {
 	if err != nil {
 		return err
 	}
-	emit(result{fmt.Sprintf("tag_mutations_%dclients", conns), target, "mutations_per_s", "1/s", float64(done.Load()) / elapsed})
+	if scenario == "" {
+		scenario = fmt.Sprintf("tag_mutations_%dclients", conns)
+	}
+	emit(result{scenario, target, "mutations_per_s", "1/s", float64(done.Load()) / elapsed})
+	return nil
+}
+
+// fsyncLoop is the disk's floor for one writer's durable commits: append a
+// small record to a file and fdatasync it, in a loop, for dur.
+func fsyncLoop(dir, target, scenario string, dur time.Duration) error {
+	f, err := os.CreateTemp(dir, "fsync-anchor-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	rec := []byte(`{"id":"0b9e5f4c-1d2a-4c3b-8e7f-112233445566","tags":["bench"]}` + "\n")
+	n := 0
+	start := time.Now()
+	for time.Since(start) < dur {
+		if _, err := f.Write(rec); err != nil {
+			return err
+		}
+		if err := fdatasync(f); err != nil {
+			return err
+		}
+		n++
+	}
+	emit(result{scenario, target, "mutations_per_s", "1/s", float64(n) / time.Since(start).Seconds()})
 	return nil
 }
 
@@ -299,13 +336,22 @@ func mkassets(dir string, n int) error {
 	return nil
 }
 
-// wrk2json turns wrk --latency output into result lines.
-func wrk2json(r io.Reader, scenario, target string) error {
+// wrk2json turns wrk --latency output into result lines, with the CPU
+// time and system calls per request when the target's were measured.
+func wrk2json(r io.Reader, scenario, target string, cpuTicks, syscalls int64) error {
 	sc := bufio.NewScanner(r)
 	found := false
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		switch {
+		case len(f) >= 3 && f[1] == "requests" && f[2] == "in":
+			reqs, _ := strconv.ParseFloat(f[0], 64)
+			if reqs > 0 && cpuTicks >= 0 {
+				emit(result{scenario, target, "cpu_per_request", "us", float64(cpuTicks) * 1e6 / clockTicks / reqs})
+			}
+			if reqs > 0 && syscalls >= 0 {
+				emit(result{scenario, target, "syscalls_per_request", "n", float64(syscalls) / reqs})
+			}
 		case len(f) == 2 && f[0] == "Requests/sec:":
 			v, _ := strconv.ParseFloat(f[1], 64)
 			emit(result{scenario, target, "requests_per_s", "1/s", v})
@@ -336,8 +382,8 @@ func wrkDuration(s string) float64 {
 }
 
 // report reads result lines from files and prints a markdown table of
-// medians (min–max) per scenario, metric and target, with ratios to direct
-// and to the best of Caddy and nginx.
+// medians (min–max) per scenario, metric and target, with comfyshim's
+// ratios to direct and to every peer measured in the same row group.
 func report(files []string) error {
 	type key struct{ scenario, metric, target string }
 	vals := map[key][]float64{}
@@ -369,9 +415,6 @@ func report(files []string) error {
 		}
 		return (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
-	lowerBetter := func(metric string) bool {
-		return strings.HasPrefix(metric, "latency") || strings.HasPrefix(metric, "rtt") || metric == "peak_rss"
-	}
 	// Group rows by scenario (in the order first seen), then metric, then target.
 	first := map[string]int{}
 	for i, k := range order {
@@ -379,7 +422,7 @@ func report(files []string) error {
 			first[k.scenario] = i
 		}
 	}
-	rank := map[string]int{"direct": 0, "comfyshim": 1, "caddy": 2, "nginx": 3}
+	rank := map[string]int{"direct": 0, "comfyshim": 1, "caddy": 2, "nginx": 3, "fdatasync": 4, "sqlite_wal_full": 5}
 	sort.SliceStable(order, func(i, j int) bool {
 		a, b := order[i], order[j]
 		if a.scenario != b.scenario {
@@ -390,8 +433,8 @@ func report(files []string) error {
 		}
 		return rank[a.target] < rank[b.target]
 	})
-	fmt.Println("| scenario | metric | target | median | min – max | runs | vs direct | vs best proxy |")
-	fmt.Println("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Println("| scenario | metric | target | median | min – max | runs | vs direct | comfyshim vs others |")
+	fmt.Println("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
 	for _, k := range order {
 		v := vals[k]
 		m := median(v)
@@ -402,23 +445,26 @@ func report(files []string) error {
 			}
 			return fmt.Sprintf("%.2fx", m/median(o))
 		}
-		best := ""
-		if c, ok1 := vals[key{k.scenario, k.metric, "caddy"}]; ok1 {
-			best = "caddy"
-			if n, ok2 := vals[key{k.scenario, k.metric, "nginx"}]; ok2 {
-				if (median(n) < median(c)) == lowerBetter(k.metric) {
-					best = "nginx"
+		// For comfyshim's rows: its median over each peer's in this row
+		// group (for latency, memory and CPU lower is better).
+		var vs []string
+		if k.target == "comfyshim" {
+			for _, other := range []string{"caddy", "nginx", "fdatasync", "sqlite_wal_full"} {
+				if r := ratio(other); r != "" {
+					vs = append(vs, r+" "+other)
 				}
 			}
-		} else if _, ok := vals[key{k.scenario, k.metric, "nginx"}]; ok {
-			best = "nginx"
 		}
-		vsBest := ""
-		if best != "" && k.target == "comfyshim" {
-			vsBest = ratio(best) + " (" + best + ")"
-		}
-		fmt.Printf("| %s | %s (%s) | %s | %.1f | %.1f – %.1f | %d | %s | %s |\n",
-			k.scenario, k.metric, units[k.metric], k.target, m, slices.Min(v), slices.Max(v), len(v), ratio("direct"), vsBest)
+		fmt.Printf("| %s | %s (%s) | %s | %s | %s – %s | %d | %s | %s |\n",
+			k.scenario, k.metric, units[k.metric], k.target, num(m), num(slices.Min(v)), num(slices.Max(v)), len(v), ratio("direct"), strings.Join(vs, ", "))
 	}
 	return nil
+}
+
+// num prints a value with the precision it deserves.
+func num(v float64) string {
+	if v != 0 && v < 10 && v > -10 {
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64)
 }
