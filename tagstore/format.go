@@ -91,6 +91,19 @@ func Parse(data []byte) (map[string]Entry, error) {
 type parser struct {
 	data []byte
 	dec  *json.Decoder
+	tags map[string]string // one copy of each distinct tag: 100k assets share a few hundred
+}
+
+// intern returns the shared copy of tag t.
+func (p *parser) intern(t string) string {
+	if s, ok := p.tags[t]; ok {
+		return s
+	}
+	if p.tags == nil {
+		p.tags = map[string]string{}
+	}
+	p.tags[t] = t
+	return t
 }
 
 func (p *parser) errAt(off int64, format string, args ...any) error {
@@ -220,6 +233,7 @@ func (p *parser) assets() (map[string]Entry, error) {
 			if err := CheckTag(t); err != nil {
 				return nil, p.errAt(vat, "asset %s: tags[%d]: %v", id, i, err)
 			}
+			(*raw.Tags)[i] = p.intern(t)
 		}
 		tags := *raw.Tags // freshly decoded: sorted in place, no copy
 		slices.Sort(tags)

@@ -30,7 +30,6 @@ type Asset struct {
 // built; orderings and per-tag sets are computed on first use and cached.
 type Index struct {
 	Assets  []Asset // sorted by id
-	byID    map[string]int
 	Counts  map[string]int // tag -> listed assets carrying it
 	FileGen uint64
 	TagGen  uint64
@@ -63,7 +62,6 @@ func BuildIndex(snap *catalog.Snapshot, tags Tags) *Index {
 	tagGen := tags.Generation() // read first: a later change then forces an update
 	idx := &Index{
 		Assets:    make([]Asset, len(snap.Files)),
-		byID:      make(map[string]int, len(snap.Files)),
 		Counts:    map[string]int{},
 		FileGen:   snap.Gen,
 		TagGen:    tagGen,
@@ -74,7 +72,6 @@ func BuildIndex(snap *catalog.Snapshot, tags Tags) *Index {
 	for i, f := range snap.Files {
 		a := AssetOf(f, tags)
 		idx.Assets[i] = a
-		idx.byID[f.ID] = i
 		for _, tag := range a.Tags {
 			idx.Counts[tag]++
 		}
@@ -89,7 +86,6 @@ func BuildIndex(snap *catalog.Snapshot, tags Tags) *Index {
 func (x *Index) Update(ids []string, tags Tags, gen uint64) *Index {
 	nx := &Index{
 		Assets:    slices.Clone(x.Assets),
-		byID:      x.byID,
 		Counts:    make(map[string]int, len(x.Counts)),
 		FileGen:   x.FileGen,
 		TagGen:    gen,
@@ -115,7 +111,7 @@ func (x *Index) Update(ids []string, tags Tags, gen uint64) *Index {
 		return b
 	}
 	for _, id := range ids {
-		i, ok := nx.byID[id]
+		i, ok := nx.position(id)
 		if !ok {
 			continue // a sidecar entry whose file is not listed
 		}
@@ -183,6 +179,11 @@ func (x *Index) tagBits(t string) bitset {
 	return b
 }
 
+// position finds an asset by id (Assets are sorted by id).
+func (x *Index) position(id string) (int, bool) {
+	return slices.BinarySearchFunc(x.Assets, id, func(a Asset, id string) int { return strings.Compare(a.ID, id) })
+}
+
 // AssetOf gives a file its effective tags: the sidecar's entry if it has
 // one, else its default tags (an unedited asset keeps them).
 func AssetOf(f *catalog.File, tags Tags) Asset {
@@ -194,7 +195,7 @@ func AssetOf(f *catalog.File, tags Tags) Asset {
 
 // Get returns the listed asset with id.
 func (x *Index) Get(id string) (Asset, bool) {
-	i, ok := x.byID[id]
+	i, ok := x.position(id)
 	if !ok {
 		return Asset{}, false
 	}

@@ -56,7 +56,7 @@ type File struct {
 	Modified   time.Time
 	Accessed   time.Time
 	LoaderPath string // models only: path inside the model folder
-	full       string // the file's path with symlinked folders resolved, as scanned
+	dir        string // the real folder it was scanned in (symlinks resolved); shared by its folder's files
 }
 
 // Path is the root name and path inside it, e.g. "output/ComfyUI_00001_.png".
@@ -352,8 +352,7 @@ func (c *Catalog) entry(dir string, st *dirState, e fs.DirEntry, old *Snapshot) 
 	if err != nil {
 		return nil
 	}
-	full := filepath.Join(dir, name)
-	same := func(f *File) bool { return f.Size == info.Size() && f.Modified.Equal(info.ModTime()) && f.full == full }
+	same := func(f *File) bool { return f.Size == info.Size() && f.Modified.Equal(info.ModTime()) && f.dir == dir }
 	if f := st.files[name]; f != nil && same(f) {
 		return f // known to this folder already: no id to compute
 	}
@@ -364,7 +363,7 @@ func (c *Catalog) entry(dir string, st *dirState, e fs.DirEntry, old *Snapshot) 
 	if f, ok := old.Get(ID(st.root.key(), rel)); ok && same(f) {
 		return f
 	}
-	return newFile(*st.root, rel, full, info)
+	return newFile(*st.root, rel, dir, info)
 }
 
 // subdir returns the real path of a folder entry (following a symlink), or
@@ -462,7 +461,7 @@ func isPlaceholder(name string) bool {
 	return strings.HasPrefix(name, "put_") && strings.HasSuffix(name, "_here")
 }
 
-func newFile(r Root, rel, full string, info fs.FileInfo) *File {
+func newFile(r Root, rel, dir string, info fs.FileInfo) *File {
 	root := r.Name
 	f := &File{
 		ID:       ID(r.key(), rel),
@@ -474,14 +473,14 @@ func newFile(r Root, rel, full string, info fs.FileInfo) *File {
 		Modified: info.ModTime(),
 		Created:  info.ModTime(),
 		Accessed: info.ModTime(),
-		full:     full,
+		dir:      dir,
 	}
 	if at, ok := accessTime(info); ok {
 		f.Accessed = at
 	}
 	// A copy that kept its modification time was made earlier than the
 	// copy's birth time says: take the earlier of the two.
-	if bt, ok := birthTime(full, info); ok && bt.Before(f.Created) {
+	if bt, ok := birthTime(filepath.Join(dir, f.Name), info); ok && bt.Before(f.Created) {
 		f.Created = bt
 	}
 	if root == "models" {
@@ -525,10 +524,10 @@ func MIMEType(name string) string {
 // Open opens an asset's file for reading: the path the scan found it at,
 // never one derived from a request. Only a regular file is opened.
 func (c *Catalog) Open(f *File) (*os.File, error) {
-	if f.full == "" {
+	if f.dir == "" {
 		return nil, fs.ErrNotExist
 	}
-	fh, err := os.Open(f.full)
+	fh, err := os.Open(filepath.Join(f.dir, f.Name))
 	if err != nil {
 		return nil, err
 	}
