@@ -29,7 +29,7 @@ type Asset struct {
 // every listed asset with its tags, and tag usage counts. Immutable once
 // built; orderings and per-tag sets are computed on first use and cached.
 type Index struct {
-	Assets  []Asset // sorted by id
+	Assets  []Asset        // sorted by id
 	Counts  map[string]int // tag -> listed assets carrying it
 	FileGen uint64
 	TagGen  uint64
