@@ -375,9 +375,6 @@ func (s *Store) commitLoop() {
 // saves that keep landing during its write.
 const maxStaleRetries = 8
 
-// ErrBusy is returned when the file kept changing on disk under a write.
-var ErrBusy = errors.New("tags file keeps changing on disk; try again")
-
 // commit applies a batch of mutations on top of the current state, appends
 // the result to the journal as one durable record (group commit), and only
 // then publishes and acknowledges. The JSON file catches up in the

@@ -237,7 +237,7 @@ func (a *api) modify(c *gin.Context, remove bool) {
 		ch, err = a.lib.AddTags(x, tags)
 	}
 	if err != nil {
-		fail(c, storeError(c, err))
+		fail(c, storeError(err))
 		return
 	}
 	if remove {
@@ -247,18 +247,14 @@ func (a *api) modify(c *gin.Context, remove bool) {
 	}
 }
 
-// storeError says what a failed tag change means to the client.
-func storeError(c *gin.Context, err error) *Error {
+// storeError says what a failed tag change means to the client; nothing
+// was changed.
+func storeError(err error) *Error {
 	switch {
 	case errors.Is(err, assets.ErrInvalidTags):
 		return &Error{http.StatusBadRequest, "INVALID_BODY", err.Error()}
 	case errors.Is(err, assets.ErrSidecarInvalid):
 		return &Error{http.StatusServiceUnavailable, "SIDECAR_INVALID", "the tags file on disk does not parse; fix it to resume changes: " + err.Error()}
-	case errors.Is(err, assets.ErrBusy):
-		c.Header("Retry-After", "1")
-		return &Error{http.StatusServiceUnavailable, "SIDECAR_BUSY", "the tags file kept changing on disk during the write; nothing was changed, try again"}
-	case errors.Is(err, assets.ErrNotDurable):
-		return &Error{http.StatusInternalServerError, "SIDECAR_NOT_DURABLE", "the change is in the tags file, but its folder could not be synced: it may not survive a power loss"}
 	}
 	return &Error{http.StatusInternalServerError, "INTERNAL_ERROR", "saving tags failed"}
 }

@@ -21,8 +21,6 @@ import (
 var (
 	ErrInvalidTags    = tagstore.ErrInvalidTags
 	ErrSidecarInvalid = tagstore.ErrSidecarInvalid
-	ErrBusy           = tagstore.ErrBusy
-	ErrNotDurable     = tagstore.ErrNotDurable
 	ErrNotFound       = errors.New("no such asset")
 )
 
@@ -231,7 +229,7 @@ func (l *Library) change(a Asset, tags []string, remove bool) (Change, error) {
 		op = l.tags.Remove
 	}
 	ch, err := op(a.ID, seed, tags)
-	if err == nil || errors.Is(err, ErrNotDurable) {
+	if err == nil {
 		l.waitTags(l.tags.Generation())
 	}
 	return ch, err
