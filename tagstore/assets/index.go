@@ -29,8 +29,9 @@ type Asset struct {
 // every listed asset with its tags, and tag usage counts. Immutable once
 // built; orderings and per-tag sets are computed on first use and cached.
 type Index struct {
-	Assets  []Asset        // sorted by id
-	Counts  map[string]int // tag -> listed assets carrying it
+	files   []*catalog.File // sorted by id; the snapshot's, shared by updated indexes
+	tags    tagChunks       // tags[i]: the tags of files[i]
+	Counts  map[string]int  // tag -> listed assets carrying it
 	FileGen uint64
 	TagGen  uint64
 
@@ -47,7 +48,43 @@ type orderCache struct {
 	m  map[string][]int32 // sort key -> asset positions, ascending
 }
 
-// bitset has bit i set when Assets[i] carries the tag. Never modified once
+// chunkBits sizes the copy-on-write chunks of an index's per-asset tags: an
+// update copies the chunks it touches (1,024 entries each), not every
+// asset, so a tag change costs the same at 1M assets as at 1k.
+const chunkBits = 10
+
+// tagChunks holds one tag list per asset in chunks. Chunks are shared
+// between an index and its updates; a chunk is copied before it is written.
+type tagChunks [][][]string
+
+func newTagChunks(n int) tagChunks {
+	c := make(tagChunks, (n+1<<chunkBits-1)>>chunkBits)
+	for k := range c {
+		c[k] = make([][]string, min(1<<chunkBits, n-k<<chunkBits))
+	}
+	return c
+}
+
+func (c tagChunks) at(i int) []string { return c[i>>chunkBits][i&(1<<chunkBits-1)] }
+
+// set writes tag list i, copying its chunk first unless copied says this
+// index owns it already.
+func (c tagChunks) set(i int, t []string, copied map[int]bool) {
+	k := i >> chunkBits
+	if !copied[k] {
+		c[k] = slices.Clone(c[k])
+		copied[k] = true
+	}
+	c[k][i&(1<<chunkBits-1)] = t
+}
+
+// Len is the number of listed assets.
+func (x *Index) Len() int { return len(x.files) }
+
+// at is the asset at position i.
+func (x *Index) at(i int) Asset { return Asset{File: x.files[i], Tags: x.tags.at(i)} }
+
+// bitset has bit i set when asset i carries the tag. Never modified once
 // stored in an Index.
 type bitset []uint64
 
@@ -61,7 +98,8 @@ func (b bitset) clear(i int)    { b[i>>6] &^= 1 << (uint(i) & 63) }
 func BuildIndex(snap *catalog.Snapshot, tags Tags) *Index {
 	tagGen := tags.Generation() // read first: a later change then forces an update
 	idx := &Index{
-		Assets:    make([]Asset, len(snap.Files)),
+		files:     snap.Files,
+		tags:      newTagChunks(len(snap.Files)),
 		Counts:    map[string]int{},
 		FileGen:   snap.Gen,
 		TagGen:    tagGen,
@@ -69,9 +107,13 @@ func BuildIndex(snap *catalog.Snapshot, tags Tags) *Index {
 		bits:      map[string]bitset{},
 		tagOrders: map[bool][]TagCount{},
 	}
+	owned := map[int]bool{}
+	for k := range idx.tags {
+		owned[k] = true
+	}
 	for i, f := range snap.Files {
 		a := AssetOf(f, tags)
-		idx.Assets[i] = a
+		idx.tags.set(i, a.Tags, owned)
 		for _, tag := range a.Tags {
 			idx.Counts[tag]++
 		}
@@ -80,12 +122,13 @@ func BuildIndex(snap *catalog.Snapshot, tags Tags) *Index {
 }
 
 // Update returns an index for the same files in which the assets with the
-// given ids carry their current tags, at tag generation gen. It copies the
-// asset slice and the per-tag sets it touches (about a millisecond at 100k
-// assets) instead of rebuilding everything.
+// given ids carry their current tags, at tag generation gen. It copies only
+// the chunks of tag lists and the per-tag sets it touches, instead of
+// rebuilding everything.
 func (x *Index) Update(ids []string, tags Tags, gen uint64) *Index {
 	nx := &Index{
-		Assets:    slices.Clone(x.Assets),
+		files:     x.files,
+		tags:      slices.Clone(x.tags),
 		Counts:    make(map[string]int, len(x.Counts)),
 		FileGen:   x.FileGen,
 		TagGen:    gen,
@@ -102,6 +145,7 @@ func (x *Index) Update(ids []string, tags Tags, gen uint64) *Index {
 	}
 	x.bitsMu.Unlock()
 	copied := map[string]bool{}
+	chunks := map[int]bool{}
 	touch := func(t string) bitset {
 		b, ok := nx.bits[t]
 		if ok && !copied[t] {
@@ -115,9 +159,9 @@ func (x *Index) Update(ids []string, tags Tags, gen uint64) *Index {
 		if !ok {
 			continue // a sidecar entry whose file is not listed
 		}
-		old := nx.Assets[i].Tags
-		a := AssetOf(nx.Assets[i].File, tags)
-		nx.Assets[i] = a
+		old := nx.tags.at(i)
+		a := AssetOf(nx.files[i], tags)
+		nx.tags.set(i, a.Tags, chunks)
 		for _, t := range old {
 			if !has(a.Tags, t) {
 				if nx.Counts[t]--; nx.Counts[t] == 0 {
@@ -156,13 +200,13 @@ func (x *Index) tagBits(t string) bitset {
 	}
 	if x.Counts[t] == 0 {
 		if x.empty == nil {
-			x.empty = newBitset(len(x.Assets))
+			x.empty = newBitset(x.Len())
 		}
 		return x.empty
 	}
-	b := newBitset(len(x.Assets))
-	for i := range x.Assets {
-		if has(x.Assets[i].Tags, t) {
+	b := newBitset(x.Len())
+	for i := range x.files {
+		if has(x.tags.at(i), t) {
 			b.set(i)
 		}
 	}
@@ -181,7 +225,7 @@ func (x *Index) tagBits(t string) bitset {
 
 // position finds an asset by id (Assets are sorted by id).
 func (x *Index) position(id string) (int, bool) {
-	return slices.BinarySearchFunc(x.Assets, id, func(a Asset, id string) int { return strings.Compare(a.ID, id) })
+	return slices.BinarySearchFunc(x.files, id, func(f *catalog.File, id string) int { return strings.Compare(f.ID, id) })
 }
 
 // AssetOf gives a file its effective tags: the sidecar's entry if it has
@@ -199,7 +243,7 @@ func (x *Index) Get(id string) (Asset, bool) {
 	if !ok {
 		return Asset{}, false
 	}
-	return x.Assets[i], true
+	return x.at(i), true
 }
 
 // Filter selects assets as the Cloud listing does.
@@ -219,20 +263,40 @@ func has(sorted []string, t string) bool {
 // Sort keys accepted by List.
 var SortKeys = []string{"name", "created_at", "updated_at", "size", "last_access_time"}
 
+// scratch reuses the per-request sets of filters: at 1M assets each is
+// 125 KiB, and a fresh one per request is garbage the collector must chase.
+var scratch sync.Pool
+
+func scratchBitset(n int) bitset {
+	words := (n + 63) / 64
+	if p, ok := scratch.Get().(*bitset); ok && cap(*p) >= words {
+		b := (*p)[:words]
+		clear(b)
+		return b
+	}
+	return make(bitset, words)
+}
+
+func releaseBitset(b bitset) {
+	if b != nil {
+		scratch.Put(&b)
+	}
+}
+
 // matching returns the set of assets f selects, or nil when f has no
-// tag filter (every asset, before the name filter).
+// tag filter (every asset, before the name filter). The caller releases it.
 func (x *Index) matching(f *Filter) bitset {
 	if len(f.All) == 0 && len(f.Any) == 0 && len(f.None) == 0 && !f.Nothing {
 		return nil
 	}
-	m := newBitset(len(x.Assets))
+	m := scratchBitset(x.Len())
 	if f.Nothing {
 		return m
 	}
 	for w := range m {
 		m[w] = ^uint64(0)
 	}
-	if tail := len(x.Assets) % 64; tail != 0 {
+	if tail := x.Len() % 64; tail != 0 {
 		m[len(m)-1] = 1<<uint(tail) - 1
 	}
 	for _, t := range f.All {
@@ -242,7 +306,7 @@ func (x *Index) matching(f *Filter) bitset {
 		}
 	}
 	if len(f.Any) > 0 {
-		anyOf := newBitset(len(x.Assets))
+		anyOf := scratchBitset(x.Len())
 		for _, t := range f.Any {
 			b := x.tagBits(t)
 			for w := range anyOf {
@@ -252,6 +316,7 @@ func (x *Index) matching(f *Filter) bitset {
 		for w := range m {
 			m[w] &= anyOf[w]
 		}
+		releaseBitset(anyOf)
 	}
 	for _, t := range f.None {
 		b := x.tagBits(t)
@@ -262,31 +327,34 @@ func (x *Index) matching(f *Filter) bitset {
 	return m
 }
 
-// selector returns a predicate on asset positions implementing f, and the
-// number of assets it selects when that is known without a scan (-1 if not).
-func (x *Index) selector(f Filter) (func(i int) bool, int) {
+// selector returns a predicate on asset positions implementing f, the
+// number of assets it selects when that is known without a scan (-1 if
+// not), and a release to call once the predicate is no longer used.
+func (x *Index) selector(f Filter) (func(i int) bool, int, func()) {
 	m := x.matching(&f)
+	release := func() { releaseBitset(m) }
 	switch {
 	case f.NameContains != "":
 		sub := strings.ToLower(f.NameContains)
 		return func(i int) bool {
-			return (m == nil || m.has(i)) && strings.Contains(strings.ToLower(x.Assets[i].Name), sub)
-		}, -1
+			return (m == nil || m.has(i)) && strings.Contains(strings.ToLower(x.files[i].Name), sub)
+		}, -1, release
 	case m == nil:
-		return func(int) bool { return true }, len(x.Assets)
+		return func(int) bool { return true }, x.Len(), release
 	default:
 		n := 0
 		for _, w := range m {
 			n += bits.OnesCount64(w)
 		}
-		return m.has, n
+		return m.has, n, release
 	}
 }
 
 // List returns the page [offset, offset+limit) of assets matching f in the
 // given order (ties broken by id), and how many match in all.
 func (x *Index) List(f Filter, sortKey string, desc bool, offset, limit int) (page []Asset, total int) {
-	match, known := x.selector(f)
+	match, known, release := x.selector(f)
+	defer release()
 	order := x.order(sortKey)
 	n := len(order)
 	seen := 0
@@ -306,7 +374,7 @@ func (x *Index) List(f Filter, sortKey string, desc bool, offset, limit int) (pa
 				seen++
 				continue
 			}
-			page = append(page, x.Assets[i])
+			page = append(page, x.at(int(i)))
 		}
 		seen++
 	}
@@ -318,11 +386,12 @@ func (x *Index) List(f Filter, sortKey string, desc bool, offset, limit int) (pa
 
 // Histogram counts the tags of the assets matching f.
 func (x *Index) Histogram(f Filter) map[string]int {
-	match, _ := x.selector(f)
+	match, _, release := x.selector(f)
+	defer release()
 	out := map[string]int{}
-	for i := range x.Assets {
+	for i := range x.files {
 		if match(i) {
-			for _, t := range x.Assets[i].Tags {
+			for _, t := range x.tags.at(i) {
 				out[t]++
 			}
 		}
@@ -336,13 +405,13 @@ func (x *Index) order(key string) []int32 {
 	if o, ok := x.orders.m[key]; ok {
 		return o
 	}
-	o := make([]int32, len(x.Assets))
+	o := make([]int32, x.Len())
 	for i := range o {
 		o[i] = int32(i)
 	}
 	cmpTime := func(a, b time.Time) int { return a.Compare(b) }
 	slices.SortStableFunc(o, func(i, j int32) int {
-		a, b := &x.Assets[i], &x.Assets[j]
+		a, b := x.files[i], x.files[j]
 		var c int
 		switch key {
 		case "name":

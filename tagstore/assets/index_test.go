@@ -124,3 +124,37 @@ func TestUpdateMatchesRebuild(t *testing.T) {
 		}
 	}
 }
+
+// An update copies only what it changes: the index it came from stays as
+// it was, whichever chunk the change falls in.
+func TestUpdateLeavesTheOldIndexAlone(t *testing.T) {
+	var files []*catalog.File
+	for i := 0; i < 2500; i++ { // three chunks
+		rel := fmt.Sprintf("f%04d.png", i)
+		files = append(files, &catalog.File{ID: catalog.ID("output", rel), Root: "output", Rel: rel, Name: rel})
+	}
+	slices.SortFunc(files, func(a, b *catalog.File) int { return strings.Compare(a.ID, b.ID) })
+	before := fakeTags{}
+	old := BuildIndex(&catalog.Snapshot{Files: files, Gen: 1}, before)
+	after := fakeTags{}
+	changed := []string{files[0].ID, files[1500].ID, files[2499].ID}
+	for _, id := range changed {
+		after[id] = []string{"new"}
+	}
+	nx := old.Update(changed, after, 8)
+	for i := range files {
+		if got := old.at(i).Tags; !reflect.DeepEqual(got, []string{"output"}) {
+			t.Fatalf("old index changed at %d: %v", i, got)
+		}
+		want := []string{"output"}
+		if slices.Contains(changed, files[i].ID) {
+			want = []string{"new"}
+		}
+		if got := nx.at(i).Tags; !reflect.DeepEqual(got, want) {
+			t.Fatalf("new index at %d: %v, want %v", i, got, want)
+		}
+	}
+	if old.Counts["new"] != 0 || nx.Counts["new"] != 3 || nx.Counts["output"] != 2497 {
+		t.Fatalf("counts old %v new %v", old.Counts, nx.Counts)
+	}
+}

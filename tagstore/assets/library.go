@@ -245,5 +245,5 @@ func (l *Library) SidecarTagCounts() map[string]int { return l.tags.TagCounts() 
 // entries in the tags file.
 func (l *Library) Stats() (assets, tags, sidecar int) {
 	x := l.Current()
-	return len(x.Assets), len(x.Counts), l.tags.Len()
+	return x.Len(), len(x.Counts), l.tags.Len()
 }
