@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -41,21 +42,31 @@ func (s *Server) authenticate(c *gin.Context) {
 		s.unauthorized(c, "a valid API key is required (X-API-Key header, Authorization: Bearer, or token query parameter)")
 		return
 	}
+	// From a blocked address, a key seen valid from it before is checked at
+	// once; any other waits its turn in the address's line, so the answers
+	// to guesses stay paced (a quick "yes" next to a slow "no" would let a
+	// guesser test keys at full speed).
 	ip := clientOf(r).ip
-	release, ok := s.limiter.enter(r.Context(), ip, time.Now())
+	digests := make([][32]byte, len(presented))
+	for i, p := range presented {
+		digests[i] = sha256.Sum256([]byte(p))
+	}
+	release, ok := s.limiter.enter(r.Context(), ip, digests)
 	if !ok {
 		tooMany(c, s.limiter)
 		return
 	}
 	var found keyEntry
+	var foundDigest [32]byte
 	valid := false
-	for _, p := range presented {
-		if e, ok := s.keys.match(p); ok && !valid { // check them all: same work either way
-			found, valid = e, true
+	for i := range digests {
+		if e, ok := s.keys.matchDigest(digests[i]); ok && !valid { // check them all: same work either way
+			found, foundDigest, valid = e, digests[i], true
 		}
 	}
 	if valid {
 		release(false)
+		s.limiter.remember(ip, foundDigest)
 		if fromQuery && wantsPage(r) {
 			// ?token= on a page signs the browser in; the key leaves the
 			// address bar, history and Referer at once.
@@ -186,18 +197,18 @@ func unescapeQuery(v string) string {
 	return v
 }
 
-// enter admits a credential check from ip. Under the limit it returns at
-// once. While ip is blocked its checks run one at a time, each failure
-// holding the line for window/max, so guessing stays at the limit's pace
-// while a valid key still gets through; ok is false when too many requests
+// enter admits a credential check from ip. Under the limit, or for a key
+// already seen valid from ip, it returns at once. While ip is blocked other
+// checks run one at a time, each failure holding the line for window/max,
+// so guessing stays at the limit's pace; ok is false when too many requests
 // from ip are already waiting or the client gave up. release reports the
 // outcome and returns whether ip is (now) blocked.
-func (l *failureLimiter) enter(ctx context.Context, ip string, now time.Time) (release func(failed bool) bool, ok bool) {
-	line := l.lineFor(ip, now)
-	if line == nil {
+func (l *failureLimiter) enter(ctx context.Context, ip string, digests [][32]byte) (release func(failed bool) bool, ok bool) {
+	line := l.lineFor(ip, time.Now())
+	if line == nil || l.known(ip, digests) {
 		return func(failed bool) bool {
 			if failed {
-				l.fail(ip, time.Now()) // answered 401; the next failure finds ip blocked
+				l.fail(ip, time.Now()) // answered 401; the failure that reaches the limit blocks ip
 			}
 			return false
 		}, true
@@ -214,9 +225,8 @@ func (l *failureLimiter) enter(ctx context.Context, ip string, now time.Time) (r
 	return func(failed bool) bool {
 		if failed {
 			l.fail(ip, time.Now())
-			// Hold the line even if the client hangs up: otherwise a quick
-			// valid answer and a slow wrong one would let a guesser cancel
-			// and move on at full speed.
+			// Hold the line even if the client hangs up: a guesser that
+			// cancels after a moment must not free it for the next guess.
 			time.Sleep(l.pace)
 		}
 		<-line.turn

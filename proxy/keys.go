@@ -174,13 +174,9 @@ func (k *keyring) watch(interval time.Duration, stop <-chan struct{}) {
 // Err is why the key file's keys are not in force, for /readyz.
 func (k *keyring) Err() error { return k.set.Load().fileErr }
 
-// match finds the key presented, comparing in constant time against every
-// key whatever matches.
-func (k *keyring) match(presented string) (keyEntry, bool) {
-	if presented == "" {
-		return keyEntry{}, false
-	}
-	d := sha256.Sum256([]byte(presented))
+// matchDigest finds the key whose SHA-256 digest is d, comparing in
+// constant time against every key whatever matches.
+func (k *keyring) matchDigest(d [32]byte) (keyEntry, bool) {
 	return k.find(func(e *keyEntry) int { return subtle.ConstantTimeCompare(d[:], e.digest[:]) })
 }
 
@@ -216,6 +212,7 @@ type failureLimiter struct {
 
 	mu   sync.Mutex   // guards the records' fields and their creation
 	byIP *cache.Cache // address -> *failures
+	good *cache.Cache // address + key digest -> seen valid from it lately
 }
 
 type failures struct {
@@ -254,7 +251,33 @@ const maxTracked = 100_000
 
 func newFailureLimiter(max int, window time.Duration) *failureLimiter {
 	return &failureLimiter{max: max, window: window, pace: window / time.Duration(max),
-		byIP: cache.New(window, window)}
+		byIP: cache.New(window, window), good: cache.New(goodFor, goodFor)}
+}
+
+// goodFor is how long a key seen valid from an address lets it skip the
+// line once the address is blocked (a person behind the same NAT as a
+// guesser keeps working).
+const goodFor = time.Hour
+
+func goodKey(ip string, d [32]byte) string { return ip + "\x00" + string(d[:]) }
+
+// remember notes that a valid key came from ip.
+func (l *failureLimiter) remember(ip string, d [32]byte) {
+	k := goodKey(ip, d)
+	if _, ok := l.good.Get(k); ok || l.good.ItemCount() >= maxTracked {
+		return
+	}
+	l.good.SetDefault(k, struct{}{})
+}
+
+// known reports whether one of the digests was seen valid from ip lately.
+func (l *failureLimiter) known(ip string, digests [][32]byte) bool {
+	for _, d := range digests {
+		if _, ok := l.good.Get(goodKey(ip, d)); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // lineFor returns ip's check line while it is blocked, else nil.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/sha256"
 	"errors"
 	"html/template"
 	"net/http"
@@ -55,13 +56,15 @@ func (s *Server) signInForm(c *gin.Context) {
 		s.signInPage(c, http.StatusUnauthorized, next, "Paste an API key.")
 		return
 	}
-	release, ok := s.limiter.enter(r.Context(), clientOf(r).ip, time.Now())
+	ip := clientOf(r).ip
+	digest := sha256.Sum256([]byte(key))
+	release, ok := s.limiter.enter(r.Context(), ip, [][32]byte{digest})
 	if !ok {
 		c.Header("Retry-After", "60")
 		s.signInPage(c, http.StatusTooManyRequests, next, "Too many wrong keys from this address. Wait a minute and try again.")
 		return
 	}
-	e, valid := s.keys.match(key)
+	e, valid := s.keys.matchDigest(digest)
 	if !valid {
 		if release(true) {
 			c.Header("Retry-After", "60")
@@ -72,6 +75,7 @@ func (s *Server) signInForm(c *gin.Context) {
 		return
 	}
 	release(false)
+	s.limiter.remember(ip, digest)
 	s.signIn(c, e, next)
 }
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -423,5 +424,51 @@ func TestUnprotectedModeWarns(t *testing.T) {
 	doJSON(t, mustReq(t, "GET", s2.URL+"/readyz", nil), &body)
 	if _, ok := body["warnings"]; ok {
 		t.Fatalf("warning on loopback: %v", body)
+	}
+}
+
+// Behind one address (an office NAT) with a guesser flooding it, a person
+// whose key was valid from there before keeps working at once, while a key
+// never seen from there waits its turn like any guess.
+func TestKnownKeySkipsTheLine(t *testing.T) {
+	_, ts := startUpstream(t)
+	cfg := testConfig(t, ts.URL)
+	cfg.APIKeys = []string{key}
+	s := startShimOpts(t, cfg, Options{FailureWindow: 10 * time.Second}) // a blocked answer holds the line 1 s
+	office := clientFrom("127.0.0.4")
+	try := func(k string) int {
+		req := mustReq(t, "GET", s.URL+"/api/system_stats", nil)
+		req.Header.Set("X-API-Key", k)
+		st, _ := status(t, office, req)
+		return st
+	}
+	if try(key) != 200 {
+		t.Fatal("key refused")
+	}
+	for i := 0; i < 10; i++ {
+		try("guess")
+	}
+	var done atomic.Int32
+	for i := 0; i < 4; i++ {
+		go func() { try("guess"); done.Add(1) }()
+	}
+	waitFor(t, func() bool {
+		v, ok := s.srv.limiter.byIP.Get("127.0.0.4")
+		if !ok {
+			return false
+		}
+		line := v.(*failures).line
+		if line == nil {
+			return false
+		}
+		line.mu.Lock()
+		defer line.mu.Unlock()
+		return line.waiting >= 3
+	})
+	if st := try(key); st != 200 {
+		t.Fatalf("known key while the address is blocked: %d", st)
+	}
+	if n := done.Load(); n >= 3 {
+		t.Fatalf("the known key waited behind %d guesses", n)
 	}
 }
