@@ -457,7 +457,9 @@ func TestKnownKeySkipsTheLine(t *testing.T) {
 		if !ok {
 			return false
 		}
+		s.srv.limiter.mu.Lock()
 		line := v.(*failures).line
+		s.srv.limiter.mu.Unlock()
 		if line == nil {
 			return false
 		}
