@@ -204,11 +204,11 @@ func unescapeQuery(v string) string {
 // from ip are already waiting or the client gave up. release reports the
 // outcome and returns whether ip is (now) blocked.
 func (l *failureLimiter) enter(ctx context.Context, ip string, digests [][32]byte) (release func(failed bool) bool, ok bool) {
-	line := l.lineFor(ip, time.Now())
+	line := l.lineFor(ip)
 	if line == nil || l.known(ip, digests) {
 		return func(failed bool) bool {
 			if failed {
-				l.fail(ip, time.Now()) // answered 401; the failure that reaches the limit blocks ip
+				l.fail(ip) // answered 401; the failure that reaches the limit blocks ip
 			}
 			return false
 		}, true
@@ -224,7 +224,7 @@ func (l *failureLimiter) enter(ctx context.Context, ip string, digests [][32]byt
 	}
 	return func(failed bool) bool {
 		if failed {
-			l.fail(ip, time.Now())
+			l.fail(ip)
 			// Hold the line even if the client hangs up: a guesser that
 			// cancels after a moment must not free it for the next guess.
 			time.Sleep(l.pace)

@@ -281,7 +281,7 @@ func (l *failureLimiter) known(ip string, digests [][32]byte) bool {
 }
 
 // lineFor returns ip's check line while it is blocked, else nil.
-func (l *failureLimiter) lineFor(ip string, _ time.Time) *checkLine {
+func (l *failureLimiter) lineFor(ip string) *checkLine {
 	v, ok := l.byIP.Get(ip)
 	if !ok {
 		return nil
@@ -299,7 +299,7 @@ func (l *failureLimiter) lineFor(ip string, _ time.Time) *checkLine {
 }
 
 // fail counts a failed authentication and reports whether ip is now blocked.
-func (l *failureLimiter) fail(ip string, _ time.Time) bool {
+func (l *failureLimiter) fail(ip string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	v, ok := l.byIP.Get(ip)
