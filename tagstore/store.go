@@ -1,6 +1,8 @@
-// Package tagstore keeps asset tags in a JSON sidecar file: durable atomic
-// writes with group commit, an in-memory index for reads, and a watch on the
-// file so a person can edit it by hand while the server runs.
+// Package tagstore keeps asset tags in a JSON sidecar file that a person
+// can read and edit: changes are made durable in an append-only journal
+// beside it (group commit), compacted into the JSON file in the background,
+// served from memory, and a hand save of the file is merged while the
+// server runs.
 package tagstore
 
 import (
@@ -41,7 +43,8 @@ const defaultDebounce = 100 * time.Millisecond
 
 // Store is the tag sidecar. Reads are served from memory and never touch the
 // disk; mutations are serialised through one committer goroutine that batches
-// those arriving together into a single durable write.
+// those arriving together into a single journal append, and compacts the
+// journal into the JSON file about a second later.
 type Store struct {
 	path string
 	log  *slog.Logger
@@ -119,8 +122,9 @@ type Options struct {
 }
 
 // Open loads the sidecar at path (a missing file is an empty store, created
-// on the first write) and starts watching it. A file or folder that cannot be
-// read, or a file that does not parse, is an error naming the path.
+// by the first compaction) with its journal replayed, and starts watching
+// it. A file or folder that cannot be read, or a file that does not parse,
+// is an error naming the path.
 func Open(path string, opts Options) (*Store, error) {
 	log := opts.Logger
 	if log == nil {
@@ -221,8 +225,9 @@ func Check(path string) error {
 	return nil
 }
 
-// Close stops watching and committing. Mutations already acknowledged are on
-// disk; later calls fail with ErrClosed.
+// Close stops watching and committing, compacting the journal into the JSON
+// file first. Mutations already acknowledged are on disk; later calls fail
+// with ErrClosed.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
