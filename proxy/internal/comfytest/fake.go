@@ -107,6 +107,12 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusForbidden)
 		return
 	}
+	if _, pattern := u.mux.Handler(r); pattern == "" {
+		// No route: ComfyUI (aiohttp) answers 404 with an empty body, and
+		// 405 for a known path with another method.
+		u.mux.ServeHTTP(emptyNotFound{w}, r)
+		return
+	}
 	u.mux.ServeHTTP(w, r)
 }
 
@@ -272,7 +278,7 @@ func (u *Upstream) view(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(name, "big-") && strings.HasSuffix(name, ".bin"):
 		n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(name, "big-"), ".bin"), 10, 64)
 		if err != nil || n < 0 {
-			http.NotFound(w, r)
+			w.WriteHeader(http.StatusNotFound)
 			return
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
@@ -306,7 +312,7 @@ func (u *Upstream) view(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "image/png")
 		_, _ = w.Write(PreviewPNG)
 	default:
-		http.NotFound(w, r)
+		w.WriteHeader(http.StatusNotFound)
 	}
 }
 
@@ -501,4 +507,20 @@ func (u *Upstream) appJS(w http.ResponseWriter, r *http.Request) {
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', show); else show();
 })();
 `)
+}
+
+// emptyNotFound drops the body net/http writes with a 404, as ComfyUI sends
+// none.
+type emptyNotFound struct{ http.ResponseWriter }
+
+func (e emptyNotFound) WriteHeader(code int) {
+	if code == http.StatusNotFound {
+		e.ResponseWriter.Header().Del("Content-Type")
+		e.ResponseWriter.Header().Del("X-Content-Type-Options")
+	}
+	e.ResponseWriter.WriteHeader(code)
+}
+
+func (e emptyNotFound) Write(b []byte) (int, error) {
+	return len(b), nil // the status line says it all
 }
