@@ -465,4 +465,3 @@ func TestIdleWebsocketIsNotCut(t *testing.T) {
 		t.Fatalf("after idling: %q %v", got, err)
 	}
 }
-
