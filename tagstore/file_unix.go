@@ -27,3 +27,9 @@ func syncDirPlatform(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// lockFile takes an exclusive lock on f for as long as it stays open, so a
+// second process (or store) on the same tags file is refused at start.
+func lockFile(f *os.File) error {
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+}

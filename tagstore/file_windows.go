@@ -31,3 +31,10 @@ func replaceFile(from, to string) error {
 
 // syncDirPlatform: replaceFile wrote through already.
 func syncDirPlatform(string) error { return nil }
+
+// lockFile takes an exclusive lock on f for as long as it stays open, so a
+// second process (or store) on the same tags file is refused at start.
+func lockFile(f *os.File) error {
+	var ol windows.Overlapped
+	return windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK|windows.LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ol)
+}

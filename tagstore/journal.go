@@ -69,6 +69,11 @@ func encodeRecord(seq uint64, entries map[string]Entry, before map[string]baseEn
 	return append(line, '\n')
 }
 
+// ErrInUse is returned by Open when another store (in this process or
+// another comfyshim) already uses the tags file: two writers would
+// interleave their journals and compactions.
+var ErrInUse = errors.New("the tags file is in use by another comfyshim")
+
 // errTorn marks where the readable journal ends.
 var errTorn = errors.New("torn or corrupt journal record")
 
@@ -165,6 +170,10 @@ func openJournal(path string) (*journal, []journalRecord, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, nil, err
+	}
+	if err := lockFile(f); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%w (%v)", ErrInUse, err)
 	}
 	recs, valid, tail := readJournal(f)
 	if tail != nil && !errors.Is(tail, errTorn) {

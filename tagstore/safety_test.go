@@ -330,3 +330,27 @@ func TestHandSaveRule(t *testing.T) {
 		t.Fatalf("after restart: %v", a.Tags)
 	}
 }
+
+// One tags file, one writer: a second store on the same file is refused
+// with a clear error until the first closes.
+func TestSecondStoreOnTheSameFileIsRefused(t *testing.T) {
+	s, path := openTemp(t)
+	if _, err := s.Add(idA, Entry{}, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := Open(path, Options{}); err == nil {
+		s2.Close()
+		t.Fatal("a second store opened the same tags file")
+	} else if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("error %v", err)
+	}
+	s.Close()
+	s3, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	defer s3.Close()
+	if e, _ := s3.Get(idA); !reflect.DeepEqual(e.Tags, []string{"a"}) {
+		t.Fatalf("reopened: %v", e.Tags)
+	}
+}
