@@ -3,6 +3,8 @@
 package tagstore
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"syscall"
 )
@@ -29,7 +31,16 @@ func syncDirPlatform(dir string) error {
 }
 
 // lockFile takes an exclusive lock on f for as long as it stays open, so a
-// second process (or store) on the same tags file is refused at start.
+// second process (or store) on the same tags file is refused at start. It
+// returns ErrInUse when another holds it, and errNoLocks where the
+// filesystem has no locks (some network and FUSE filesystems).
 func lockFile(f *os.File) error {
-	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EWOULDBLOCK):
+		return ErrInUse
+	}
+	return fmt.Errorf("%w: %v", errNoLocks, err)
 }

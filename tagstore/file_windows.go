@@ -1,6 +1,8 @@
 package tagstore
 
 import (
+	"errors"
+	"fmt"
 	"os"
 
 	"golang.org/x/sys/windows"
@@ -36,5 +38,12 @@ func syncDirPlatform(string) error { return nil }
 // second process (or store) on the same tags file is refused at start.
 func lockFile(f *os.File) error {
 	var ol windows.Overlapped
-	return windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK|windows.LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ol)
+	err := windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK|windows.LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ol)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, windows.ERROR_LOCK_VIOLATION):
+		return ErrInUse
+	}
+	return fmt.Errorf("%w: %v", errNoLocks, err)
 }

@@ -74,6 +74,10 @@ func encodeRecord(seq uint64, entries map[string]Entry, before map[string]baseEn
 // interleave their journals and compactions.
 var ErrInUse = errors.New("the tags file is in use by another comfyshim")
 
+// errNoLocks is a filesystem without file locks.
+var errNoLocks = errors.New("the filesystem cannot lock files")
+
+
 // errTorn marks where the readable journal ends.
 var errTorn = errors.New("torn or corrupt journal record")
 
@@ -159,9 +163,10 @@ func (je journalEntry) entry() (Entry, error) {
 
 // journal is the open journal file, appended by the committer only.
 type journal struct {
-	f    *os.File
-	seq  uint64
-	size int64
+	f        *os.File
+	seq      uint64
+	size     int64
+	unlocked error // why it could not be locked (no locks on this filesystem), or nil
 }
 
 // openJournal reads the journal at path (missing: empty), cuts off a torn
@@ -171,9 +176,10 @@ func openJournal(path string) (*journal, []journalRecord, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := lockFile(f); err != nil {
+	lockErr := lockFile(f)
+	if errors.Is(lockErr, ErrInUse) {
 		f.Close()
-		return nil, nil, fmt.Errorf("%w (%v)", ErrInUse, err)
+		return nil, nil, lockErr
 	}
 	recs, valid, tail := readJournal(f)
 	if tail != nil && !errors.Is(tail, errTorn) {
@@ -196,7 +202,7 @@ func openJournal(path string) (*journal, []journalRecord, error) {
 		f.Close()
 		return nil, nil, err
 	}
-	j := &journal{f: f, size: valid}
+	j := &journal{f: f, size: valid, unlocked: lockErr}
 	if len(recs) > 0 {
 		j.seq = recs[len(recs)-1].Seq
 	}

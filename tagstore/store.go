@@ -821,6 +821,9 @@ func (s *Store) openJournal() error {
 		}
 	}
 	s.journal = j
+	if j.unlocked != nil {
+		s.log.Warn("the tags journal could not be locked; make sure only one comfyshim uses this tags file", "err", j.unlocked)
+	}
 	if len(recs) == 0 {
 		return nil
 	}
