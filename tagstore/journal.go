@@ -77,7 +77,6 @@ var ErrInUse = errors.New("the tags file is in use by another comfyshim")
 // errNoLocks is a filesystem without file locks.
 var errNoLocks = errors.New("the filesystem cannot lock files")
 
-
 // errTorn marks where the readable journal ends.
 var errTorn = errors.New("torn or corrupt journal record")
 
