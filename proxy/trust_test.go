@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/base64"
 	"io"
 	"log/slog"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,23 +34,6 @@ func status(t *testing.T, c *http.Client, req *http.Request) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A key file that becomes unusable never turns authentication off.
 func TestKeyFileProblemsFailClosed(t *testing.T) {
@@ -60,7 +41,7 @@ func TestKeyFileProblemsFailClosed(t *testing.T) {
 	cfg := testConfig(t, ts.URL)
 	cfg.APIKeysFile = filepath.Join(t.TempDir(), "keys")
 	os.WriteFile(cfg.APIKeysFile, []byte("good-key\n"), 0o600)
-	logs := &lockedBuffer{}
+	logs := &syncBuffer{}
 	s := startShimOpts(t, cfg, Options{
 		KeyFileInterval: 10 * time.Millisecond,
 		FailureWindow:   100 * time.Millisecond, // refused valid keys count as failures
