@@ -34,7 +34,6 @@ func status(t *testing.T, c *http.Client, req *http.Request) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-
 // A key file that becomes unusable never turns authentication off.
 func TestKeyFileProblemsFailClosed(t *testing.T) {
 	_, ts := startUpstream(t)
