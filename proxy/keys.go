@@ -298,8 +298,8 @@ func (l *failureLimiter) lineFor(ip string) *checkLine {
 	return f.line
 }
 
-// fail counts a failed authentication and reports whether ip is now blocked.
-func (l *failureLimiter) fail(ip string) bool {
+// fail counts a failed authentication; the max-th in a window blocks ip.
+func (l *failureLimiter) fail(ip string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	v, ok := l.byIP.Get(ip)
@@ -307,13 +307,11 @@ func (l *failureLimiter) fail(ip string) bool {
 		if l.byIP.ItemCount() >= maxTracked {
 			l.byIP.DeleteExpired()
 			if l.byIP.ItemCount() >= maxTracked {
-				return false // full of live records: this address goes untracked
+				return // full of live records: this address goes untracked
 			}
 		}
 		v = &failures{}
 		l.byIP.Set(ip, v, cache.DefaultExpiration) // the window starts now
 	}
-	f := v.(*failures)
-	f.count++
-	return f.count >= l.max
+	v.(*failures).count++
 }

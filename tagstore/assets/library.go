@@ -21,17 +21,13 @@ import (
 var (
 	ErrInvalidTags    = tagstore.ErrInvalidTags
 	ErrSidecarInvalid = tagstore.ErrSidecarInvalid
-	ErrNotFound       = errors.New("no such asset")
 )
 
 // Change is the outcome of adding or removing tags.
 type Change = tagstore.Change
 
-// Limits on tags, for request validation.
-const (
-	MaxTagsPerRequest = tagstore.MaxTagsPerRequest
-	MaxTagsPerAsset   = tagstore.MaxTagsPerAsset
-)
+// MaxTagsPerRequest bounds the tags one request may name.
+const MaxTagsPerRequest = tagstore.MaxTagsPerRequest
 
 // NormalizeTags prepares tags from a request (see tagstore.NormalizeTags).
 func NormalizeTags(in []string) ([]string, error) { return tagstore.NormalizeTags(in) }
