@@ -28,7 +28,7 @@ func wsURL(base, path string) string { return "ws" + strings.TrimPrefix(base, "h
 // open /ws, queue a prompt, follow the socket to completion (text and binary
 // frames), read the history and download the image.
 func TestWorkflowRoundTrip(t *testing.T) {
-	_, ts := startUpstream(t)
+	up, ts := startUpstream(t)
 	s := startShim(t, testConfig(t, ts.URL))
 
 	for _, prefix := range []string{"", "/api"} {
@@ -90,6 +90,9 @@ func TestWorkflowRoundTrip(t *testing.T) {
 				if err := json.Unmarshal(data, &m); err != nil {
 					t.Fatalf("text frame not JSON: %q", data)
 				}
+				if m.Type == "status" {
+					continue // queue size, broadcast to every socket
+				}
 				if m.Data.PromptID != queued.PromptID {
 					t.Fatalf("message for another prompt: %s", data)
 				}
@@ -115,7 +118,8 @@ func TestWorkflowRoundTrip(t *testing.T) {
 			}
 			img, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 200 || !bytes.Equal(img, comfytest.PreviewPNG) || resp.Header.Get("Content-Type") != "image/png" {
+			want, _ := up.Output(imgs[0].Filename)
+			if resp.StatusCode != 200 || len(want) == 0 || !bytes.Equal(img, want) || resp.Header.Get("Content-Type") != "image/png" {
 				t.Fatalf("/view: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), img)
 			}
 		})

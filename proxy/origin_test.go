@@ -16,7 +16,7 @@ func TestBrowserOriginRules(t *testing.T) {
 
 	// Without comfyshim's rewrite the upstream refuses a browser served from
 	// the shim's address: the Origin names the shim, the Host names ComfyUI.
-	direct := mustReq(t, "POST", ts.URL+"/prompt", strings.NewReader(`{"prompt":{}}`))
+	direct := mustReq(t, "POST", ts.URL+"/prompt", strings.NewReader(`{"prompt":{"9":{"class_type":"SaveImage","inputs":{}}}}`))
 	direct.Header.Set("Origin", s.URL)
 	if resp := doJSON(t, direct, nil); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("fake upstream does not check origins (status %d): this test would prove nothing", resp.StatusCode)
@@ -41,7 +41,7 @@ func TestBrowserOriginRules(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(up.Seen())
-			req := mustReq(t, "POST", s.URL+"/api/prompt", strings.NewReader(`{"prompt":{"1":{}}}`))
+			req := mustReq(t, "POST", s.URL+"/api/prompt", strings.NewReader(`{"prompt":{"9":{"class_type":"SaveImage","inputs":{}}}}`))
 			if tc.origin != "" {
 				req.Header.Set("Origin", tc.origin)
 			}

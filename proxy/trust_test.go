@@ -168,7 +168,7 @@ func TestPreflightsAreNoBypass(t *testing.T) {
 	cfg.AllowedOrigins = []string{"http://app.example:5173"}
 	s := startShim(t, cfg)
 	options := func(path, origin string, preflight bool, k string) *http.Response {
-		req := mustReq(t, "OPTIONS", s.URL+path, strings.NewReader(`{"prompt":{}}`))
+		req := mustReq(t, "OPTIONS", s.URL+path, strings.NewReader(`{"prompt":{"9":{"class_type":"SaveImage","inputs":{}}}}`))
 		if origin != "" {
 			req.Header.Set("Origin", origin)
 		}
@@ -323,7 +323,7 @@ func TestHostGuardStopsDNSRebinding(t *testing.T) {
 		{"evil.comfy.example.com", 403},
 	}
 	for _, tc := range cases {
-		req := mustReq(t, "POST", s.URL+"/api/prompt", strings.NewReader(`{"prompt":{}}`))
+		req := mustReq(t, "POST", s.URL+"/api/prompt", strings.NewReader(`{"prompt":{"9":{"class_type":"SaveImage","inputs":{}}}}`))
 		req.Host = tc.host
 		req.Header.Set("Origin", "http://"+tc.host)
 		st, body := status(t, testClient, req)

@@ -10,7 +10,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -21,7 +20,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
@@ -42,10 +40,16 @@ type Upstream struct {
 
 	mu       sync.Mutex
 	seen     []Seen
-	history  map[string]json.RawMessage
 	sockets  map[string]*wsClient // by clientId
-	counter  int
 	released chan struct{}
+	q        queue
+
+	// JobsAPI makes the fake a ComfyUI 0.33+ with /api/jobs; without it,
+	// those routes answer 404 as older releases do.
+	JobsAPI bool
+	// OutputDir, when set, is where jobs write their images (as ComfyUI's
+	// output folder); /view serves them from there.
+	OutputDir string
 
 	// Cancelled receives the path of every /block request whose client went away.
 	Cancelled chan string
@@ -70,7 +74,7 @@ func (c *wsClient) write(kind int, data []byte) error {
 func New() *Upstream {
 	u := &Upstream{
 		mux:       http.NewServeMux(),
-		history:   map[string]json.RawMessage{},
+		q:         queue{history: map[string]*job{}, gates: map[string]chan struct{}{}},
 		sockets:   map[string]*wsClient{},
 		released:  make(chan struct{}),
 		Cancelled: make(chan string, 16),
@@ -79,12 +83,21 @@ func New() *Upstream {
 	// The web app: static files are served bare only.
 	u.mux.HandleFunc("GET /{$}", u.index)
 	u.mux.HandleFunc("GET /app.js", u.appJS)
+	// ComfyUI 0.33+ only, and only under /api.
+	u.mux.HandleFunc("GET /api/jobs", u.jobsList)
+	u.mux.HandleFunc("GET /api/jobs/{id}", u.jobsOne)
+	u.mux.HandleFunc("POST /api/jobs/{id}/cancel", u.jobsCancel)
 	// ComfyUI registers every route bare and under /api.
 	for _, prefix := range []string{"", "/api"} {
 		u.mux.HandleFunc("GET "+prefix+"/system_stats", u.systemStats)
 		u.mux.HandleFunc("GET "+prefix+"/features", u.features)
 		u.mux.HandleFunc("POST "+prefix+"/prompt", u.prompt)
+		u.mux.HandleFunc("GET "+prefix+"/queue", u.queueInfo)
+		u.mux.HandleFunc("POST "+prefix+"/queue", u.queueManage)
+		u.mux.HandleFunc("POST "+prefix+"/interrupt", u.interrupt)
+		u.mux.HandleFunc("GET "+prefix+"/history", u.historyAll)
 		u.mux.HandleFunc("GET "+prefix+"/history/{id}", u.historyOne)
+		u.mux.HandleFunc("GET "+prefix+"/object_info", u.objectInfo)
 		u.mux.HandleFunc("GET "+prefix+"/view", u.view)
 		u.mux.HandleFunc("POST "+prefix+"/upload/image", u.upload)
 		u.mux.HandleFunc(prefix+"/userdata/{file}", u.userdata)
@@ -207,68 +220,6 @@ var PreviewPNG = func() []byte {
 	return b.Bytes()
 }()
 
-func (u *Upstream) prompt(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Prompt   json.RawMessage `json:"prompt"`
-		ClientID string          `json:"client_id"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Prompt) == 0 {
-		w.WriteHeader(http.StatusBadRequest)
-		writeJSON(w, map[string]any{"error": map[string]string{"type": "invalid_prompt", "message": "no prompt"}})
-		return
-	}
-	id := uuid.NewString()
-	u.mu.Lock()
-	u.counter++
-	number := u.counter
-	file := fmt.Sprintf("ComfyUI_%05d_.png", number)
-	u.history[id] = mustJSON(map[string]any{
-		"prompt":  []any{number, id, req.Prompt, map[string]any{}, []string{"9"}},
-		"outputs": map[string]any{"9": map[string]any{"images": []map[string]string{{"filename": file, "subfolder": "", "type": "output"}}}},
-		"status":  map[string]any{"status_str": "success", "completed": true, "messages": []any{}},
-	})
-	client := u.sockets[req.ClientID]
-	u.mu.Unlock()
-	writeJSON(w, map[string]any{"prompt_id": id, "number": number, "node_errors": map[string]any{}})
-	if client != nil {
-		go runJob(client, id, file)
-	}
-}
-
-// runJob sends the messages ComfyUI sends while executing a prompt,
-// including a binary preview frame: 4-byte big-endian event type (1, preview
-// image), 4-byte image format (2, PNG), then the image.
-func runJob(c *wsClient, id, file string) {
-	msg := func(typ string, data map[string]any) {
-		data["prompt_id"] = id
-		_ = c.write(websocket.TextMessage, mustJSON(map[string]any{"type": typ, "data": data}))
-	}
-	msg("execution_start", map[string]any{"timestamp": time.Now().UnixMilli()})
-	msg("executing", map[string]any{"node": "9", "display_node": "9"})
-	msg("progress", map[string]any{"value": 1, "max": 2, "node": "9"})
-	frame := make([]byte, 8, 8+len(PreviewPNG))
-	binary.BigEndian.PutUint32(frame[0:], 1)
-	binary.BigEndian.PutUint32(frame[4:], 2)
-	_ = c.write(websocket.BinaryMessage, append(frame, PreviewPNG...))
-	msg("progress", map[string]any{"value": 2, "max": 2, "node": "9"})
-	msg("executed", map[string]any{"node": "9", "display_node": "9", "output": map[string]any{
-		"images": []map[string]string{{"filename": file, "subfolder": "", "type": "output"}}}})
-	msg("executing", map[string]any{"node": nil})
-	msg("execution_success", map[string]any{})
-}
-
-func (u *Upstream) historyOne(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	u.mu.Lock()
-	h, ok := u.history[id]
-	u.mu.Unlock()
-	if !ok {
-		writeJSON(w, map[string]any{})
-		return
-	}
-	writeJSON(w, map[string]json.RawMessage{id: h})
-}
-
 // view serves files like ComfyUI's /view. Names of the form big-N.bin are a
 // deterministic N-byte stream (see Pattern); slow.bin sends one chunk and
 // then waits for Release.
@@ -309,8 +260,15 @@ func (u *Upstream) view(w http.ResponseWriter, r *http.Request) {
 		}
 		_, _ = io.WriteString(w, rest)
 	case strings.HasPrefix(name, "ComfyUI_"):
+		// An image a prompt wrote; any other such name is the preview image,
+		// so pages can show a picture without running a prompt.
+		b, ok := u.Output(name)
+		if !ok {
+			b = PreviewPNG
+		}
 		w.Header().Set("Content-Type", "image/png")
-		_, _ = w.Write(PreviewPNG)
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		_, _ = w.Write(b)
 	default:
 		w.WriteHeader(http.StatusNotFound)
 	}
