@@ -53,6 +53,17 @@ type Config struct {
 	// SessionLifetime is how long a browser sign-in lasts.
 	SessionLifetime time.Duration
 
+	// ViewRedirect decides when /api/view answers with a redirect to a
+	// signed URL, as Cloud does: "auto" (requests authenticated by the
+	// X-API-Key header, the Cloud scheme), "always" (every authenticated
+	// request but browser pages' own) or "never".
+	ViewRedirect string
+	// ViewURLLifetime is how long a signed /api/view URL stays valid.
+	ViewURLLifetime time.Duration
+	// WSPingInterval is how often an open websocket gets a ping, so proxies
+	// and tunnels that cut idle sockets keep it; 0 disables pings.
+	WSPingInterval time.Duration
+
 	MaxBodyBytes          int64         // bound on local JSON request bodies
 	MaxHeaderBytes        int           // bound on request headers
 	ReadHeaderTimeout     time.Duration // time a client gets to send its headers
@@ -77,6 +88,9 @@ func Default() Config {
 		ShutdownGrace:         10 * time.Second,
 		UpstreamHeaderTimeout: 5 * time.Minute,
 		SessionLifetime:       30 * 24 * time.Hour,
+		ViewRedirect:          "auto",
+		ViewURLLifetime:       5 * time.Minute,
+		WSPingInterval:        30 * time.Second,
 		LogLevel:              "info",
 	}
 }
@@ -175,6 +189,28 @@ var settings = []setting{
 	{key: "session_lifetime", flag: "session-lifetime", usage: "how long a browser sign-in lasts (e.g. 720h)",
 		set: func(c *Config, v string) error { return setDuration(&c.SessionLifetime, v) },
 		get: func(c *Config) string { return c.SessionLifetime.String() }},
+	{key: "view_redirect", flag: "view-redirect", usage: "when /api/view redirects to a signed URL: auto (X-API-Key requests), always, never",
+		set: func(c *Config, v string) error {
+			switch v {
+			case "auto", "always", "never":
+				c.ViewRedirect = v
+				return nil
+			}
+			return fmt.Errorf("want auto, always or never, got %q", v)
+		},
+		get: func(c *Config) string { return c.ViewRedirect }},
+	{key: "view_url_lifetime", flag: "view-url-lifetime", usage: "how long a signed /api/view URL stays valid (e.g. 5m)",
+		set: func(c *Config, v string) error { return setDuration(&c.ViewURLLifetime, v) },
+		get: func(c *Config) string { return c.ViewURLLifetime.String() }},
+	{key: "ws_ping_interval", flag: "ws-ping-interval", usage: "how often open websockets get a ping (0 disables)",
+		set: func(c *Config, v string) error {
+			if v == "0" {
+				c.WSPingInterval = 0
+				return nil
+			}
+			return setDuration(&c.WSPingInterval, v)
+		},
+		get: func(c *Config) string { return c.WSPingInterval.String() }},
 	{key: "max_body_bytes", flag: "max-body-bytes", usage: "largest accepted body for local JSON endpoints",
 		set: func(c *Config, v string) error { return setPositive(&c.MaxBodyBytes, v) },
 		get: func(c *Config) string { return strconv.FormatInt(c.MaxBodyBytes, 10) }},

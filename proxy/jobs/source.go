@@ -1,0 +1,197 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// source reads jobs from ComfyUI: from its /api/jobs routes when it has them
+// (0.33+), else from /history and /queue, which every release has. Either
+// way the result is the same Job values.
+type source struct {
+	base   *url.URL
+	client *http.Client
+	// noJobsAPI holds the time (unix ns) ComfyUI last answered /api/jobs
+	// with its empty "no such route" 404; it is asked again a minute later,
+	// so an upgrade is noticed without a restart.
+	noJobsAPI atomic.Int64
+}
+
+// maxUpstreamBody bounds what one upstream answer may cost in memory.
+// ComfyUI keeps at most 10,000 history entries.
+const maxUpstreamBody = 256 << 20
+
+var errUpstream = errors.New("ComfyUI did not answer as expected")
+
+// get fetches path from ComfyUI and returns its status and body.
+func (s *source) get(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+	u := *s.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	u.RawPath = ""
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: %v", errUpstream, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody+1))
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: %v", errUpstream, err)
+	}
+	if len(data) > maxUpstreamBody {
+		return 0, nil, fmt.Errorf("%w: answer larger than %d bytes", errUpstream, maxUpstreamBody)
+	}
+	return resp.StatusCode, data, nil
+}
+
+func (s *source) getJSON(ctx context.Context, path string, v any) error {
+	status, data, err := s.get(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return err
+	}
+	if status != http.StatusOK {
+		return fmt.Errorf("%w: GET %s: status %d", errUpstream, path, status)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: GET %s: %v", errUpstream, path, err)
+	}
+	return nil
+}
+
+// hasJobsAPI says whether to try ComfyUI's /api/jobs.
+func (s *source) hasJobsAPI() bool {
+	t := s.noJobsAPI.Load()
+	return t == 0 || time.Since(time.Unix(0, t)) > time.Minute
+}
+
+// absent says whether a 404 is aiohttp's "no such route" (an empty body)
+// rather than a JSON "no such job".
+func absent(status int, body []byte) bool {
+	return status == http.StatusNotFound && len(bytes.TrimSpace(body)) == 0
+}
+
+// job returns one job, or ok=false when ComfyUI knows no such id.
+func (s *source) job(ctx context.Context, id string) (Job, bool, error) {
+	if s.hasJobsAPI() {
+		status, data, err := s.get(ctx, http.MethodGet, "/api/jobs/"+id, nil)
+		switch {
+		case err != nil:
+			return Job{}, false, err
+		case status == http.StatusOK:
+			var raw map[string]any
+			if err := json.Unmarshal(data, &raw); err != nil {
+				return Job{}, false, fmt.Errorf("%w: /api/jobs/{id}: %v", errUpstream, err)
+			}
+			return fromJobsAPI(raw), true, nil
+		case absent(status, data):
+			s.noJobsAPI.Store(time.Now().UnixNano())
+		case status == http.StatusNotFound:
+			return Job{}, false, nil
+		default:
+			return Job{}, false, fmt.Errorf("%w: /api/jobs/{id}: status %d", errUpstream, status)
+		}
+	}
+	var hist map[string]historyItem
+	if err := s.getJSON(ctx, "/history/"+id, &hist); err != nil {
+		return Job{}, false, err
+	}
+	if h, ok := hist[id]; ok {
+		return fromHistory(id, h, true), true, nil
+	}
+	q, err := s.queue(ctx)
+	if err != nil {
+		return Job{}, false, err
+	}
+	for _, j := range q {
+		if j.ID == id {
+			return j, true, nil
+		}
+	}
+	return Job{}, false, nil
+}
+
+// all returns every job ComfyUI knows: running, queued and in its history.
+func (s *source) all(ctx context.Context) ([]Job, error) {
+	if s.hasJobsAPI() {
+		status, data, err := s.get(ctx, http.MethodGet, "/api/jobs", nil)
+		switch {
+		case err != nil:
+			return nil, err
+		case status == http.StatusOK:
+			var page struct {
+				Jobs []map[string]any `json:"jobs"`
+			}
+			if err := json.Unmarshal(data, &page); err != nil {
+				return nil, fmt.Errorf("%w: /api/jobs: %v", errUpstream, err)
+			}
+			out := make([]Job, 0, len(page.Jobs))
+			for _, raw := range page.Jobs {
+				out = append(out, fromJobsAPI(raw))
+			}
+			return out, nil
+		case absent(status, data):
+			s.noJobsAPI.Store(time.Now().UnixNano())
+		default:
+			return nil, fmt.Errorf("%w: /api/jobs: status %d", errUpstream, status)
+		}
+	}
+	out, err := s.queue(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hist, err := s.history(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for id, h := range hist {
+		out = append(out, fromHistory(id, h, false))
+	}
+	return out, nil
+}
+
+func (s *source) history(ctx context.Context) (map[string]historyItem, error) {
+	var hist map[string]historyItem
+	err := s.getJSON(ctx, "/history", &hist)
+	return hist, err
+}
+
+func (s *source) queue(ctx context.Context) ([]Job, error) {
+	var q struct {
+		Running [][]json.RawMessage `json:"queue_running"`
+		Pending [][]json.RawMessage `json:"queue_pending"`
+	}
+	if err := s.getJSON(ctx, "/queue", &q); err != nil {
+		return nil, err
+	}
+	var out []Job
+	for _, t := range q.Running {
+		if j, ok := fromQueueTuple(t, StatusInProgress); ok {
+			out = append(out, j)
+		}
+	}
+	for _, t := range q.Pending {
+		if j, ok := fromQueueTuple(t, StatusPending); ok {
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
