@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/comfyshim/comfyshim/proxy/signedurl"
 )
 
 // authenticate requires a credential whenever keys are configured: an API
@@ -26,13 +28,21 @@ func (s *Server) authenticate(c *gin.Context) {
 		c.Next()
 		return
 	}
-	presented, fromQuery := takeCredentials(r)
+	if r.URL.Path == "/api/view" && signedurl.Signed(r.URL.RawQuery) {
+		// A signed URL is its own credential; any other is stripped.
+		takeCredentials(r)
+		takeSessionCookie(r)
+		s.serveSigned(c)
+		return
+	}
+	presented, fromQuery, fromAPIKey := takeCredentials(r)
 	cookie := takeSessionCookie(r)
 	if len(presented) == 0 {
 		if cookie != "" {
 			if fp, ok := s.sessions.check(cookie, time.Now()); ok {
 				if e, ok := s.keys.bySession(fp); ok {
 					actAs(r, e.user)
+					c.Request = withCaller(r, caller{owner: e.owner(), via: viaCookie})
 					c.Next()
 					return
 				}
@@ -58,10 +68,10 @@ func (s *Server) authenticate(c *gin.Context) {
 	}
 	var found keyEntry
 	var foundDigest [32]byte
-	valid := false
+	valid, headerKey := false, false
 	for i := range digests {
 		if e, ok := s.keys.matchDigest(digests[i]); ok && !valid { // check them all: same work either way
-			found, foundDigest, valid = e, digests[i], true
+			found, foundDigest, valid, headerKey = e, digests[i], true, fromAPIKey[i]
 		}
 	}
 	if valid {
@@ -74,6 +84,11 @@ func (s *Server) authenticate(c *gin.Context) {
 			return
 		}
 		actAs(r, found.user)
+		via := viaKey
+		if headerKey {
+			via = viaAPIKeyHeader
+		}
+		c.Request = withCaller(r, caller{owner: found.owner(), via: via})
 		c.Next()
 		return
 	}
@@ -115,13 +130,14 @@ func tooMany(c *gin.Context, l *failureLimiter) {
 }
 
 // takeCredentials removes every credential comfyshim accepts from r and
-// returns the presented values, and whether one came from the query.
-// ComfyUI has no use for them and logs requests; a copy left behind would
-// reach it.
-func takeCredentials(r *http.Request) (out []string, fromQuery bool) {
+// returns the presented values, whether one came from the query, and which
+// came from the X-API-Key header. ComfyUI has no use for them and logs
+// requests; a copy left behind would reach it.
+func takeCredentials(r *http.Request) (out []string, fromQuery bool, fromAPIKey []bool) {
 	for _, v := range r.Header.Values("X-Api-Key") {
 		if v = strings.TrimSpace(v); v != "" {
 			out = append(out, v)
+			fromAPIKey = append(fromAPIKey, true)
 		}
 	}
 	r.Header.Del("X-Api-Key")
@@ -138,7 +154,10 @@ func takeCredentials(r *http.Request) (out []string, fromQuery bool) {
 		r.URL.ForceQuery = false
 		r.RequestURI = r.URL.RequestURI()
 	}
-	return out, fromQuery
+	for len(fromAPIKey) < len(out) {
+		fromAPIKey = append(fromAPIKey, false)
+	}
+	return out, fromQuery, fromAPIKey
 }
 
 // keyFromAuthorization reads a key from "Bearer KEY" or "Basic

@@ -19,6 +19,9 @@ import (
 
 	"github.com/comfyshim/comfyshim/config"
 	"github.com/comfyshim/comfyshim/proxy/assetapi"
+	"github.com/comfyshim/comfyshim/proxy/jobs"
+	"github.com/comfyshim/comfyshim/proxy/signedurl"
+	"github.com/comfyshim/comfyshim/proxy/wsrelay"
 	"github.com/comfyshim/comfyshim/tagstore/assets"
 )
 
@@ -36,6 +39,9 @@ type Server struct {
 	limiter  *failureLimiter
 	trusted  trustedNets
 	probe    *upstreamProbe
+	hub      *wsrelay.Hub
+	registry *jobs.Registry
+	signer   *signedurl.Signer // nil without keys
 	stop     chan struct{} // closed by Close
 
 	mu       sync.Mutex
@@ -86,12 +92,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 
 	m := newMetrics()
 	ss := &sessions{lifetime: cfg.SessionLifetime}
+	var signer *signedurl.Signer
 	if cfg.KeysConfigured() {
 		secret, err := loadSecret(cfg.SecretFile())
 		if err != nil {
 			return nil, err
 		}
 		ss.secret = secret
+		signer = signedurl.New(secret)
 	}
 	keys, err := newKeyring(cfg.APIKeys, cfg.APIKeysFile, log, ss)
 	if err != nil {
@@ -116,6 +124,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		limiter:  newFailureLimiter(10, opts.FailureWindow),
 		trusted:  trustedNets(cfg.TrustedProxies),
 		probe:    &upstreamProbe{url: cfg.Upstream.String() + "/system_stats", client: &http.Client{Transport: transport}},
+		hub: wsrelay.NewHub(wsrelay.Options{
+			Upstream: "ws" + strings.TrimPrefix(strings.TrimSuffix(cfg.Upstream.String(), "/"), "http") + "/ws",
+			Ping:     cfg.WSPingInterval,
+			Logger:   log,
+		}),
+		registry: jobs.NewRegistry(50_000),
+		signer:   signer,
 		stop:     make(chan struct{}),
 		hijacked: map[net.Conn]struct{}{},
 	}
@@ -137,6 +152,16 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Origin:  func(r *http.Request) string { return clientOf(r).scheme() + "://" + r.Host },
 	})
 	m.registerAssetGauges(lib)
+	jobs.Mount(e, jobs.Options{
+		Upstream:  cfg.Upstream,
+		Transport: transport,
+		Registry:  s.registry,
+		MaxBody:   cfg.MaxBodyBytes,
+		UserID:    userID,
+	})
+	e.POST("/prompt", s.submitPrompt)
+	e.POST("/api/prompt", s.submitPrompt)
+	e.GET("/api/view", s.view)
 	e.NoRoute(s.forwardHandler)
 	return s, nil
 }
@@ -168,6 +193,7 @@ func (s *Server) Close() error {
 	default:
 	}
 	close(s.stop)
+	s.hub.Close()
 	return s.lib.Close()
 }
 
@@ -201,8 +227,10 @@ func (s *Server) forwardHandler(c *gin.Context) {
 		return
 	}
 	kind := "forwarded"
+	tw := &trackingWriter{ResponseWriter: c.Writer, s: s}
 	if isUpgrade(c.Request) {
 		kind = "websocket"
+		s.prepareWebsocket(c.Request, tw)
 	}
 	c.Set(kindKey, kind)
 	// gin presets 404 for unmatched routes; the forwarder's WriteHeader
@@ -212,7 +240,6 @@ func (s *Server) forwardHandler(c *gin.Context) {
 		c.Request = c.Request.WithContext(context.WithValue(c.Request.Context(), clientBodyKey{}, cb))
 		c.Request.Body = cb
 	}
-	tw := &trackingWriter{ResponseWriter: c.Writer, s: s}
 	s.forward.ServeHTTP(tw, c.Request)
 	if tw.conn != nil {
 		s.untrack(tw.conn)

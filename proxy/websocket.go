@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"strings"
+
+	"github.com/comfyshim/comfyshim/proxy/wsrelay"
 )
 
 // Websockets are hijacked connections: http.Server neither tracks nor
@@ -41,20 +44,48 @@ func (s *Server) closeHijacked() {
 }
 
 // trackingWriter records a websocket's hijacked connection so shutdown can
-// close it.
+// close it, and hands the forwarder a relay in its place when the
+// connection is a websocket.
 type trackingWriter struct {
 	http.ResponseWriter
-	s    *Server
-	conn net.Conn
+	s     *Server
+	conn  net.Conn
+	relay *wsrelay.ConnOptions // set for websockets
 }
 
 func (w *trackingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.conn = conn
-		w.s.track(conn)
+	if err != nil {
+		return conn, brw, err
 	}
-	return conn, brw, err
+	w.conn = conn
+	w.s.track(conn)
+	if w.relay != nil {
+		// The forwarder writes the 101 through brw, on the raw connection;
+		// only what follows the handshake goes through the relay.
+		return w.s.hub.Wrap(conn, *w.relay), brw, nil
+	}
+	return conn, brw, nil
+}
+
+// prepareWebsocket sets up the relay of a websocket upgrade. ComfyUI's own
+// /ws joins its owner's group. An authenticated owner's sockets share their
+// job events, which means reading ComfyUI's messages, so they are asked for
+// without compression.
+func (s *Server) prepareWebsocket(r *http.Request, tw *trackingWriter) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return // another protocol: spliced as it is
+	}
+	who := callerOf(r)
+	opts := wsrelay.ConnOptions{Owner: who.owner}
+	if r.URL.Path == "/ws" || r.URL.Path == "/api/ws" {
+		opts.Member = true
+		opts.Share = who.via != viaNone
+	}
+	if opts.Share {
+		r.Header.Del("Sec-WebSocket-Extensions")
+	}
+	tw.relay = &opts
 }
 
 func (w *trackingWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }

@@ -1,0 +1,262 @@
+// Package wsrelay carries ComfyUI's /ws sockets frame by frame, so comfyshim
+// can add frames of its own between ComfyUI's: keep-alive pings for proxies
+// that cut idle sockets, and a user's job events on every socket that user
+// has open, as Comfy Cloud delivers them.
+//
+// ComfyUI sends a prompt's execution events only to the socket whose
+// clientId equals the prompt's client_id, and none at all when the prompt has
+// none (Cloud scripts send none). The Hub gives each owner (an API key's
+// user, or everyone when no keys are configured) a socket of its own to
+// ComfyUI, the collector, whose clientId is put into that owner's prompts
+// that name none; what arrives there is copied to every socket of the owner.
+// For authenticated owners, the events of a prompt that names its own
+// client_id reach that socket from ComfyUI as before and are copied to the
+// owner's other sockets.
+package wsrelay
+
+import (
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Options configure a Hub.
+type Options struct {
+	// Upstream is ComfyUI's websocket URL (ws://host:port/ws).
+	Upstream string
+	// Ping is how often each socket gets a ping; 0 disables pings.
+	Ping time.Duration
+	// Queue bounds the frames waiting to be slipped into one socket; beyond
+	// it, copies are dropped (and counted) rather than held in memory.
+	Queue  int
+	Logger *slog.Logger
+	// Dialer reaches ComfyUI for collectors (a default one if nil).
+	Dialer *websocket.Dialer
+}
+
+// Hub knows every relayed socket by owner and runs the collectors.
+type Hub struct {
+	opts    Options
+	mu      sync.Mutex
+	owners  map[string]*group
+	closed  bool
+	dropped atomic.Int64
+}
+
+type group struct {
+	sockets map[*Conn]struct{}
+	col     *collector
+	dialing chan struct{} // closed when a dial in progress ends
+}
+
+// NewHub returns a hub; Close ends its collectors.
+func NewHub(opts Options) *Hub {
+	if opts.Queue <= 0 {
+		opts.Queue = 256
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Dialer == nil {
+		opts.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	}
+	return &Hub{opts: opts, owners: map[string]*group{}}
+}
+
+// Dropped counts frames not delivered because a socket's queue was full.
+func (h *Hub) Dropped() int64 { return h.dropped.Load() }
+
+// Close ends every collector. Relayed sockets end with their connections.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	h.closed = true
+	var cols []*collector
+	for _, g := range h.owners {
+		if g.col != nil {
+			cols = append(cols, g.col)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range cols {
+		c.close()
+	}
+}
+
+func (h *Hub) group(owner string) *group {
+	g := h.owners[owner]
+	if g == nil {
+		g = &group{sockets: map[*Conn]struct{}{}}
+		h.owners[owner] = g
+	}
+	return g
+}
+
+// ConnOptions describe one relayed socket.
+type ConnOptions struct {
+	Owner string
+	// Member puts the socket in its owner's group: it receives the owner's
+	// collected events. Only ComfyUI's own /ws is a member.
+	Member bool
+	// Share copies the events ComfyUI sends this socket to the owner's other
+	// sockets (authenticated owners only; the stock web app's tabs of an
+	// unauthenticated ComfyUI stay as they are).
+	Share bool
+}
+
+// Conn is the client side of a relayed websocket after the handshake. What
+// ComfyUI sends goes through Write, parsed for frame boundaries; the
+// client's own frames (Read) pass untouched.
+type Conn struct {
+	net.Conn
+	hub  *Hub
+	opts ConnOptions
+
+	mu     sync.Mutex
+	cond   *sync.Cond // signalled at every frame boundary and on close
+	p      parser
+	closed bool
+
+	out  chan []byte // frames waiting for a boundary
+	done chan struct{}
+	once sync.Once
+}
+
+// Wrap relays c, the client connection of a websocket whose handshake has
+// been answered.
+func (h *Hub) Wrap(c net.Conn, opts ConnOptions) *Conn {
+	w := &Conn{Conn: c, hub: h, opts: opts, out: make(chan []byte, h.opts.Queue), done: make(chan struct{})}
+	w.cond = sync.NewCond(&w.mu)
+	w.p.maxKeep = 4 << 20
+	if opts.Share {
+		w.p.keep = func(op byte) bool { return h.hasSiblings(w) }
+	}
+	if opts.Member {
+		h.mu.Lock()
+		h.group(opts.Owner).sockets[w] = struct{}{}
+		h.mu.Unlock()
+	}
+	go w.run()
+	return w
+}
+
+func (h *Hub) hasSiblings(c *Conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g := h.owners[c.opts.Owner]
+	return g != nil && len(g.sockets) > 1
+}
+
+// deliver queues a frame for every member socket of owner except skip.
+func (h *Hub) deliver(owner string, f []byte, skip *Conn) {
+	h.mu.Lock()
+	g := h.owners[owner]
+	var to []*Conn
+	if g != nil {
+		to = make([]*Conn, 0, len(g.sockets))
+		for c := range g.sockets {
+			if c != skip {
+				to = append(to, c)
+			}
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range to {
+		select {
+		case c.out <- f:
+		case <-c.done:
+		default:
+			h.dropped.Add(1)
+		}
+	}
+}
+
+// Write carries ComfyUI's bytes to the client, noting frame boundaries.
+func (c *Conn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	written := 0
+	for written < len(b) {
+		n, frameEnd, msg, op := c.p.feed(b[written:])
+		if _, err := c.Conn.Write(b[written : written+n]); err != nil {
+			return written, err
+		}
+		written += n
+		if !frameEnd {
+			continue
+		}
+		if msg != nil && shareable(op, msg) {
+			c.hub.deliver(c.opts.Owner, frame(op, msg), c)
+		}
+		c.cond.Broadcast()
+	}
+	return written, nil
+}
+
+// shareable is a message about a prompt: a text message whose data names a
+// prompt_id, or a binary preview.
+func shareable(op byte, msg []byte) bool {
+	if op == opBinary {
+		return true
+	}
+	return promptID(msg) != ""
+}
+
+// run slips queued frames and pings into the stream at boundaries.
+func (c *Conn) run() {
+	var tick <-chan time.Time
+	if c.hub.opts.Ping > 0 {
+		t := time.NewTicker(c.hub.opts.Ping)
+		defer t.Stop()
+		tick = t.C
+	}
+	ping := frame(opPing, nil)
+	for {
+		select {
+		case <-c.done:
+			return
+		case f := <-c.out:
+			c.insert(f, true)
+		case <-tick:
+			c.insert(ping, false)
+		}
+	}
+}
+
+// insert writes f once the stream stands between frames (and, for a data
+// frame, between messages: a message's fragments must stay together).
+func (c *Conn) insert(f []byte, data bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.closed && !c.p.closed && !(c.p.idle() && (!data || !c.p.inMsg)) {
+		c.cond.Wait()
+	}
+	if c.closed || c.p.closed {
+		return
+	}
+	_, _ = c.Conn.Write(f)
+}
+
+// Close ends the relay and closes the connection.
+func (c *Conn) Close() error {
+	err := net.ErrClosed
+	c.once.Do(func() {
+		close(c.done)
+		// The connection first: a Write blocked on a client that stopped
+		// reading holds the lock until it fails.
+		err = c.Conn.Close()
+		c.hub.mu.Lock()
+		if g := c.hub.owners[c.opts.Owner]; g != nil {
+			delete(g.sockets, c)
+		}
+		c.hub.mu.Unlock()
+		c.mu.Lock()
+		c.closed = true
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	return err
+}
