@@ -220,7 +220,7 @@ func assetRoots(cfg *config.Config, log *slog.Logger) []assets.Root {
 func (s *Server) Handler() http.Handler { return s.engine }
 
 func (s *Server) forwardHandler(c *gin.Context) {
-	if assetapi.Owns(c.Request.URL.Path) {
+	if assetapi.Owns(c.Request.URL.Path) || jobs.Owns(c.Request.Method, c.Request.URL.Path) {
 		// The asset API is comfyshim's: an unknown route or method there is
 		// answered here, never passed to ComfyUI.
 		apiError(c, http.StatusNotFound, "NOT_FOUND", "no route "+c.Request.Method+" "+c.Request.URL.Path)

@@ -49,6 +49,21 @@ func Mount(r gin.IRouter, opts Options) {
 	r.POST("/api/queue", a.manageQueue)
 }
 
+// Owns says whether a request that matched no route is still the job API's
+// to answer (with a 404): reads under its paths. ComfyUI's own job routes
+// (POST /api/jobs/{id}/cancel and the like) stay ComfyUI's.
+func Owns(method, path string) bool {
+	if method != http.MethodGet && method != http.MethodHead {
+		return false
+	}
+	for _, p := range []string{"/api/jobs/", "/api/job/", "/api/history_v2/"} {
+		if strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
 func fail(c *gin.Context, status int, code, msg string) {
 	apierror.Write(c.Writer, status, code, msg)
 	c.Abort()
