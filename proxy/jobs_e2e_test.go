@@ -412,7 +412,9 @@ func TestJobEventsPerOwner(t *testing.T) {
 		// The stranger's socket gets ComfyUI's broadcasts, never the prompt.
 		cc2 := newCloudClient(t, s.URL, other)
 		id2 := cc2.submit(saveImage)
-		comfytest.WaitFor(t, func() bool { return done(stranger) || len(stranger.forPrompt(id2)) > 0 && stranger.forPrompt(id2)[len(stranger.forPrompt(id2))-1] == "execution_success" })
+		comfytest.WaitFor(t, func() bool {
+			return done(stranger) || len(stranger.forPrompt(id2)) > 0 && stranger.forPrompt(id2)[len(stranger.forPrompt(id2))-1] == "execution_success"
+		})
 		if ev := stranger.forPrompt(id); len(ev) != 0 {
 			t.Fatalf("another key's socket saw the prompt: %v", ev)
 		}

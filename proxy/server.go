@@ -42,7 +42,7 @@ type Server struct {
 	hub      *wsrelay.Hub
 	registry *jobs.Registry
 	signer   *signedurl.Signer // nil without keys
-	stop     chan struct{} // closed by Close
+	stop     chan struct{}     // closed by Close
 
 	mu       sync.Mutex
 	closing  bool

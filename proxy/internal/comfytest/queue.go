@@ -226,7 +226,7 @@ func (u *Upstream) execute(j *job) {
 		case "Fail":
 			record("execution_error", map[string]any{"node_id": id, "node_type": n.ClassType, "executed": executed,
 				"exception_message": "Fail node failed on purpose", "exception_type": "RuntimeError",
-				"traceback": []string{"Traceback (most recent call last):\n", "RuntimeError: Fail node failed on purpose\n"},
+				"traceback":      []string{"Traceback (most recent call last):\n", "RuntimeError: Fail node failed on purpose\n"},
 				"current_inputs": map[string]any{}, "current_outputs": map[string]any{}})
 			u.locked(func() { j.statusStr = "error" })
 			return
