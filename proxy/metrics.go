@@ -112,6 +112,15 @@ func (m *metrics) registerAssetGauges(lib *assets.Library) {
 	)
 }
 
+// registerRelayCounter counts job events not copied to a socket whose queue
+// was full (a client that stopped reading).
+func (m *metrics) registerRelayCounter(dropped func() int64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "comfyshim_websocket_frames_dropped_total",
+		Help: "Job event frames not copied to a websocket because its queue was full.",
+	}, func() float64 { return float64(dropped()) }))
+}
+
 func (m *metrics) handler() gin.HandlerFunc {
 	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return func(c *gin.Context) { h.ServeHTTP(c.Writer, c.Request) }

@@ -152,6 +152,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Origin:  func(r *http.Request) string { return clientOf(r).scheme() + "://" + r.Host },
 	})
 	m.registerAssetGauges(lib)
+	m.registerRelayCounter(s.hub.Dropped)
 	jobs.Mount(e, jobs.Options{
 		Upstream:  cfg.Upstream,
 		Transport: transport,
@@ -230,6 +231,10 @@ func (s *Server) forwardHandler(c *gin.Context) {
 	tw := &trackingWriter{ResponseWriter: c.Writer, s: s}
 	if isUpgrade(c.Request) {
 		kind = "websocket"
+		if strings.HasPrefix(c.Request.URL.Query().Get("clientId"), reservedClientID) {
+			apiError(c, http.StatusBadRequest, "RESERVED_CLIENT_ID", "clientIds starting with "+reservedClientID+" are comfyshim's own")
+			return
+		}
 		s.prepareWebsocket(c.Request, tw)
 	}
 	c.Set(kindKey, kind)

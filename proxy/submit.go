@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -34,6 +35,10 @@ func (s *Server) submitPrompt(c *gin.Context) {
 		return
 	}
 	who := callerOf(r)
+	if id := clientIDOf(body); strings.HasPrefix(id, reservedClientID) {
+		apiError(c, http.StatusBadRequest, "RESERVED_CLIENT_ID", "client_ids starting with "+reservedClientID+" are comfyshim's own")
+		return
+	}
 	if needsClientID(body) {
 		if id, err := s.hub.ClientID(r.Context(), who.owner); err != nil {
 			s.log.Warn("prompt forwarded without a client_id: no socket to ComfyUI for its events", "err", err)
@@ -61,12 +66,22 @@ func (s *Server) submitPrompt(c *gin.Context) {
 // needsClientID: a JSON object whose client_id is absent or empty.
 func needsClientID(body []byte) bool {
 	var p map[string]json.RawMessage
-	if json.Unmarshal(body, &p) != nil {
-		return false // ComfyUI answers what it cannot read
+	if json.Unmarshal(body, &p) != nil || p == nil {
+		return false // ComfyUI answers what it cannot read (and "null")
 	}
 	var id string
 	raw, ok := p["client_id"]
 	return !ok || (json.Unmarshal(raw, &id) == nil && id == "")
+}
+
+// clientIDOf reads a prompt's client_id (the last one, as ComfyUI does).
+func clientIDOf(body []byte) string {
+	var p struct {
+		ClientID any `json:"client_id"`
+	}
+	_ = json.Unmarshal(body, &p)
+	id, _ := p.ClientID.(string)
+	return id
 }
 
 // withClientID adds "client_id" as the object's last member, leaving the

@@ -68,6 +68,10 @@ func (w *trackingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return conn, brw, nil
 }
 
+// reservedClientID is the prefix of comfyshim's own collector sockets; a
+// client taking such an id would take over another owner's job events.
+const reservedClientID = "comfyshim-"
+
 // prepareWebsocket sets up the relay of a websocket upgrade. ComfyUI's own
 // /ws joins its owner's group. An authenticated owner's sockets share their
 // job events, which means reading ComfyUI's messages, so they are asked for
