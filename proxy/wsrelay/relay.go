@@ -175,25 +175,31 @@ func (h *Hub) deliver(owner string, f []byte, skip *Conn) {
 }
 
 // Write carries ComfyUI's bytes to the client, noting frame boundaries.
+// Nothing is slipped in during a Write (the lock is held), so b goes out in
+// one write whatever frames it holds.
 func (c *Conn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	written := 0
-	for written < len(b) {
-		n, frameEnd, msg, op := c.p.feed(b[written:])
-		if _, err := c.Conn.Write(b[written : written+n]); err != nil {
-			return written, err
+	var shared [][]byte
+	boundary := false
+	for rest := b; len(rest) > 0; {
+		n, frameEnd, msg, op := c.p.feed(rest)
+		rest = rest[n:]
+		if frameEnd {
+			boundary = true
+			if msg != nil && shareable(op, msg) {
+				shared = append(shared, frame(op, msg))
+			}
 		}
-		written += n
-		if !frameEnd {
-			continue
-		}
-		if msg != nil && shareable(op, msg) {
-			c.hub.deliver(c.opts.Owner, frame(op, msg), c)
-		}
+	}
+	n, err := c.Conn.Write(b)
+	for _, f := range shared {
+		c.hub.deliver(c.opts.Owner, f, c)
+	}
+	if boundary {
 		c.cond.Broadcast()
 	}
-	return written, nil
+	return n, err
 }
 
 // shareable is a message about a prompt: a text message whose data names a
