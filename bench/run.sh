@@ -156,6 +156,21 @@ for run in $(seq 1 "$RUNS"); do
   done
 done
 
+# What comfyshim's websocket relay adds per ComfyUI message: one message
+# written to a client socket directly ("direct") and through the relay, which
+# follows frame boundaries (to slip in pings and job events), plain and with
+# its owner's events shared (each message also kept and read for a prompt_id).
+echo "websocket relay cost per message"
+go test -run '^$' -bench BenchmarkRelayMessage -benchtime "${DUR}s" -count "$RUNS" ./proxy/wsrelay/ |
+  awk '/^BenchmarkRelayMessage\// { split($1, p, "/"); sub(/-[0-9]+$/, "", p[3]); print p[2], p[3], $3 }' |
+  while read -r msg mode ns; do
+    case $mode in
+      raw) for suffix in "" _shared; do "$WORK/driver" emit -scenario "ws_relay_$msg$suffix" -target direct -metric per_message -unit ns -value "$ns" >> "$RESULTS"; done ;;
+      relay) "$WORK/driver" emit -scenario "ws_relay_$msg" -target comfyshim -metric per_message -unit ns -value "$ns" >> "$RESULTS" ;;
+      relay_shared) "$WORK/driver" emit -scenario "ws_relay_${msg}_shared" -target comfyshim -metric per_message -unit ns -value "$ns" >> "$RESULTS" ;;
+    esac
+  done
+
 # The local asset API at each scale: time until ready, read latency, memory
 # after a mixed load; durable tag changes at $ASSETS assets, beside the
 # disk's floor and SQLite. Every asset has an entry in the tags file (the
@@ -197,7 +212,8 @@ done
 rm -rf "$WORK/comfy"
 
 # Every scenario must have produced numbers.
-expected=(system_stats_c1 system_stats_c64 view_1MiB ws_text_small ws_binary_64KiB stream_256MiB tag_mutations_1clients tag_mutations_64clients)
+expected=(system_stats_c1 system_stats_c64 view_1MiB ws_text_small ws_binary_64KiB stream_256MiB tag_mutations_1clients tag_mutations_64clients
+  ws_relay_progress_text ws_relay_progress_text_shared ws_relay_preview_64KiB)
 for n in $SCALES; do expected+=("start_n$n" "tags_list_c1_n$n" "assets_filter_c16_n$n" "rss_after_load_n$n"); done
 for s in "${expected[@]}"; do
   grep -q "\"scenario\":\"$s\"" "$RESULTS" || { echo "scenario $s produced no result" >&2; exit 1; }
