@@ -107,7 +107,12 @@ func TestWorkflowRoundTrip(t *testing.T) {
 					Images []struct{ Filename, Subfolder, Type string }
 				}
 			}
-			doJSON(t, mustReq(t, "GET", s.URL+prefix+"/history/"+queued.PromptID, nil), &hist)
+			// ComfyUI files the prompt in its history just after
+			// execution_success; a client polls.
+			comfytest.WaitFor(t, func() bool {
+				doJSON(t, mustReq(t, "GET", s.URL+prefix+"/history/"+queued.PromptID, nil), &hist)
+				return len(hist) > 0
+			})
 			imgs := hist[queued.PromptID].Outputs["9"].Images
 			if len(imgs) != 1 {
 				t.Fatalf("history: %+v", hist)

@@ -259,7 +259,8 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		text = string(b)
-		return strings.Contains(text, "comfyshim_sidecar_reloads_total 1")
+		// The index is rebuilt in the background after the reload.
+		return strings.Contains(text, "comfyshim_sidecar_reloads_total 1") && strings.Contains(text, "comfyshim_tags 1\n")
 	})
 	for _, want := range []string{
 		`comfyshim_http_requests_total{code="2xx",route="local"} 1`,

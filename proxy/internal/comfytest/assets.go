@@ -124,9 +124,16 @@ func Call(t testing.TB, client *http.Client, method, url, body string) (int, []b
 func Conform(t testing.TB, req *http.Request, reqBody string, resp *http.Response, data []byte) {
 	t.Helper()
 	if resp.StatusCode >= 400 {
-		var e map[string]any
-		if err := json.Unmarshal(data, &e); err != nil || len(e) != 2 || e["code"] == "" || e["message"] == "" {
-			t.Fatalf("%s %s: error body is not an ErrorResponse: %s", req.Method, req.URL, data)
+		var e struct {
+			Code, Message string
+			Error         *struct {
+				Code, Message string
+				Details       map[string]any
+			}
+		}
+		if err := json.Unmarshal(data, &e); err != nil || e.Code == "" || e.Message == "" || e.Error == nil ||
+			e.Error.Code != e.Code || e.Error.Message != e.Message || e.Error.Details == nil {
+			t.Fatalf("%s %s: error body is not an ErrorResponse with its OSS envelope: %s", req.Method, req.URL, data)
 		}
 	}
 	if err := ValidateAgainstSpec(t, req, reqBody, resp.StatusCode, resp.Header, data); err != nil {
