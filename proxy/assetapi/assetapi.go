@@ -27,8 +27,11 @@ import (
 type Options struct {
 	MaxBody int64 // bound on JSON request bodies
 	// Origin is the scheme://host the client used, for the URLs the API
-	// builds (preview_url).
+	// builds (preview_url) when AbsoluteURLs is set.
 	Origin func(*http.Request) string
+	// AbsoluteURLs makes preview_url absolute, as the Cloud spec's format
+	// says; by default it is relative, as OSS ComfyUI and its web app use it.
+	AbsoluteURLs bool
 }
 
 // api serves the Cloud asset endpoints over a library of assets.
@@ -95,8 +98,8 @@ func Owns(p string) bool {
 	return p == "/api/tags" || p == "/api/tags/" || p == "/api/assets" || strings.HasPrefix(p, "/api/assets/")
 }
 
-// assetJSON is the Cloud Asset schema plus OSS ComfyUI's display_name and
-// loader_path.
+// assetJSON is the Cloud Asset schema plus OSS ComfyUI's display_name,
+// loader_path and metadata.
 type assetJSON struct {
 	ID             string         `json:"id"`
 	Name           string         `json:"name"`
@@ -104,35 +107,51 @@ type assetJSON struct {
 	MimeType       string         `json:"mime_type"`
 	Tags           []string       `json:"tags"`
 	UserMetadata   map[string]any `json:"user_metadata"`
+	Metadata       map[string]any `json:"metadata"`
 	PreviewURL     string         `json:"preview_url,omitempty"`
 	CreatedAt      string         `json:"created_at"`
 	UpdatedAt      string         `json:"updated_at"`
 	LastAccessTime string         `json:"last_access_time"`
 	IsImmutable    bool           `json:"is_immutable"`
 	DisplayName    string         `json:"display_name"`
-	LoaderPath     string         `json:"loader_path,omitempty"`
+	LoaderPath     string         `json:"loader_path"`
 }
 
 func timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
+// loaderValue is what a loader node or LoadImage widget takes for x: the
+// path inside the model category, or inside input/output, "/"-separated on
+// every OS.
+func loaderValue(x assets.Asset) string {
+	if x.Root == "models" {
+		return x.LoaderPath
+	}
+	return x.Rel
+}
+
 func (a *api) toJSON(c *gin.Context, x assets.Asset) assetJSON {
+	lv := loaderValue(x)
 	out := assetJSON{
 		ID:             x.ID,
 		Name:           x.Name,
 		Size:           x.Size,
 		MimeType:       x.MIME,
 		Tags:           x.Tags,
-		UserMetadata:   map[string]any{},
+		UserMetadata:   map[string]any{"filename": lv},
+		Metadata:       map[string]any{},
 		CreatedAt:      timestamp(x.Created),
 		UpdatedAt:      timestamp(x.Modified),
 		LastAccessTime: timestamp(x.Accessed),
 		DisplayName:    x.Rel,
-		LoaderPath:     x.LoaderPath,
+		LoaderPath:     lv,
 	}
 	if x.Root != "models" { // ComfyUI's /view serves input, output and temp only
 		sub, file := path.Split(x.Rel)
 		q := url.Values{"type": {x.Root}, "filename": {file}, "subfolder": {strings.TrimSuffix(sub, "/")}}
-		out.PreviewURL = a.opts.Origin(c.Request) + "/api/view?" + q.Encode()
+		out.PreviewURL = "/api/view?" + q.Encode()
+		if a.opts.AbsoluteURLs {
+			out.PreviewURL = a.opts.Origin(c.Request) + out.PreviewURL
+		}
 	}
 	return out
 }
@@ -143,12 +162,24 @@ func (a *api) list(c *gin.Context) {
 		fail(c, err)
 		return
 	}
-	page, total := a.lib.Current().List(q.filter, q.sort, q.desc, q.offset, q.limit)
+	var page []assets.Asset
+	var total int
+	var more bool
+	if q.after != nil {
+		page, total, more = a.lib.Current().ListAfter(q.filter, *q.after, q.limit)
+	} else {
+		page, total = a.lib.Current().List(q.filter, q.sort, q.desc, q.offset, q.limit)
+		more = q.offset+len(page) < total
+	}
 	out := make([]assetJSON, len(page))
 	for i, x := range page {
 		out[i] = a.toJSON(c, x)
 	}
-	c.JSON(http.StatusOK, gin.H{"assets": out, "total": total, "has_more": q.offset+len(page) < total})
+	resp := gin.H{"assets": out, "total": total, "has_more": more}
+	if more && len(page) > 0 {
+		resp["next_cursor"] = encodeCursor(assets.MarkOf(page[len(page)-1], q.sort, q.desc))
+	}
+	c.JSON(http.StatusOK, resp)
 }
 
 // lookup resolves the :id parameter to a listed asset, answering the error
@@ -399,6 +430,7 @@ type listQuery struct {
 	sort          string
 	desc          bool
 	offset, limit int
+	after         *assets.Mark // keyset paging: continue after this
 }
 
 func parseListQuery(qv url.Values) (listQuery, error) {
@@ -430,6 +462,19 @@ func parseListQuery(qv url.Values) (listQuery, error) {
 	if _, err := boolParam(qv, "include_public", true); err != nil {
 		return q, err
 	}
+	if c := qv.Get("after"); c != "" {
+		if q.offset > 0 {
+			return q, badQuery("give offset or after, not both")
+		}
+		m, err := decodeCursor(c)
+		if err != nil {
+			return q, &Error{http.StatusBadRequest, "INVALID_CURSOR", err.Error()}
+		}
+		if m.Key != q.sort || m.Desc != q.desc {
+			return q, &Error{http.StatusBadRequest, "INVALID_CURSOR", "the cursor was made for another sort or order"}
+		}
+		q.after = &m
+	}
 	return q, nil
 }
 
@@ -442,7 +487,12 @@ func parseFilter(qv url.Values) (assets.Filter, error) {
 	f.None = append(tagList(qv["exclude_tags"]), tagList(qv["tags_none"])...)
 	f.NameContains = qv.Get("name_contains")
 	if n := len(f.All) + len(f.Any) + len(f.None); n > maxFilterTags {
-		return f, badQuery("%d tags in filters; at most %d", n, maxFilterTags)
+		return f, &Error{http.StatusBadRequest, "INVALID_TAG_FILTER", fmt.Sprintf("%d tags in filters; at most %d", n, maxFilterTags)}
+	}
+	for _, t := range f.All {
+		if slices.Contains(f.None, t) {
+			return f, &Error{http.StatusBadRequest, "INVALID_TAG_FILTER", fmt.Sprintf("tag %q is both required and excluded", t)}
+		}
 	}
 	for _, list := range [][]string{f.All, f.Any, f.None, {f.NameContains}} {
 		for _, t := range list {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -67,8 +68,8 @@ func TestListAssets(t *testing.T) {
 		t.Fatalf("model asset %+v", lora)
 	}
 	cat := l.Assets[byName["Cat.JPG"]]
-	if !reflect.DeepEqual(cat.Tags, []string{"input"}) || cat.MimeType != "image/jpeg" || cat.DisplayName != "sub/Cat.JPG" || cat.LoaderPath != "" ||
-		cat.PreviewURL != f.url("/api/view?filename=Cat.JPG&subfolder=sub&type=input") || cat.UpdatedAt != "2026-11-01T00:02:00.000Z" {
+	if !reflect.DeepEqual(cat.Tags, []string{"input"}) || cat.MimeType != "image/jpeg" || cat.DisplayName != "sub/Cat.JPG" || cat.LoaderPath != "sub/Cat.JPG" ||
+		cat.PreviewURL != "/api/view?filename=Cat.JPG&subfolder=sub&type=input" || cat.UpdatedAt != "2026-11-01T00:02:00.000Z" {
 		t.Fatalf("input asset %+v", cat)
 	}
 }
@@ -451,5 +452,109 @@ func TestConformanceCheckCatchesViolations(t *testing.T) {
 	good := mustReq(t, "GET", "http://127.0.0.1:1/api/tags", nil)
 	if err := comfytest.ValidateAgainstSpec(t, good, "", 200, h, []byte(`{"tags":[],"total":0,"has_more":false}`)); err != nil {
 		t.Fatalf("valid body refused: %v", err)
+	}
+}
+
+// TestCursorPaging pages every sort both ways by cursor and gets exactly the
+// offset listing, with next_cursor while has_more; bad cursors are 400.
+func TestCursorPaging(t *testing.T) {
+	f := newFixture(t)
+	for _, sort := range assets.SortKeys {
+		for _, order := range []string{"asc", "desc"} {
+			base := "/api/assets?sort=" + sort + "&order=" + order
+			_, body := call(t, "GET", f.url(base+"&limit=100"), "")
+			want := comfytest.Decode[listResp](t, body).Names()
+			var got []string
+			cursor := ""
+			for pages := 0; ; pages++ {
+				if pages > 10 {
+					t.Fatalf("%s: cursor paging does not end", base)
+				}
+				q := base + "&limit=2"
+				if cursor != "" {
+					q += "&after=" + cursor
+				}
+				st, body := call(t, "GET", f.url(q), "")
+				l := comfytest.Decode[listResp](t, body)
+				if st != 200 || l.Total != 7 || l.HasMore != (l.NextCursor != "") {
+					t.Fatalf("%s: %d %s", q, st, body)
+				}
+				if l.Names() != "" {
+					got = append(got, l.Names())
+				}
+				if !l.HasMore {
+					break
+				}
+				cursor = l.NextCursor
+			}
+			if strings.Join(got, ",") != want {
+				t.Errorf("%s by cursor: %s\nwant %s", base, strings.Join(got, ","), want)
+			}
+		}
+	}
+	_, body := call(t, "GET", f.url("/api/assets?sort=name&order=asc&limit=2"), "")
+	next := comfytest.Decode[listResp](t, body).NextCursor
+	for _, c := range []struct{ q, code string }{
+		{"sort=name&order=desc&after=" + next, "INVALID_CURSOR"},
+		{"sort=size&order=asc&after=" + next, "INVALID_CURSOR"},
+		{"sort=name&order=asc&offset=2&after=" + next, "INVALID_QUERY"},
+		{"after=not-a-cursor", "INVALID_CURSOR"},
+		{"after=" + strings.Repeat("A", 5000), "INVALID_CURSOR"},
+		{"tags_all=a&tags_none=a", "INVALID_TAG_FILTER"},
+		{"include_tags=a&exclude_tags=b,a", "INVALID_TAG_FILTER"},
+	} {
+		st, body := call(t, "GET", f.url("/api/assets?"+c.q), "")
+		if e := comfytest.Decode[ErrorResponse](t, body); st != 400 || e.Code != c.code {
+			t.Errorf("%s: %d %s, want 400 %s", c.q, st, body, c.code)
+		}
+	}
+}
+
+// TestAssetFieldsAsOSS: every asset has user_metadata.filename and
+// loader_path (the value a loader or LoadImage widget takes), metadata,
+// is_immutable, and a relative preview_url for what /view serves.
+func TestAssetFieldsAsOSS(t *testing.T) {
+	f := newFixture(t)
+	_, body := call(t, "GET", f.url("/api/assets?limit=100"), "")
+	for _, a := range comfytest.Decode[listResp](t, body).Assets {
+		if a.UserMetadata["filename"] != a.LoaderPath || a.LoaderPath == "" || strings.Contains(a.LoaderPath, "\\") || a.Metadata == nil || a.IsImmutable == nil {
+			t.Errorf("%s: loader_path %q, user_metadata %v, metadata %v, is_immutable %v", a.Name, a.LoaderPath, a.UserMetadata, a.Metadata, a.IsImmutable)
+		}
+		if isModel := strings.Contains(strings.Join(a.Tags, ","), "models"); isModel != (a.PreviewURL == "") || (!isModel && !strings.HasPrefix(a.PreviewURL, "/api/view?")) {
+			t.Errorf("%s: preview_url %q", a.Name, a.PreviewURL)
+		}
+	}
+}
+
+// TestLoaderValuesAreComfyUIs: a model's user_metadata.filename is one of
+// the options ComfyUI's /object_info lists for its loader.
+func TestLoaderValuesAreComfyUIs(t *testing.T) {
+	f := newFixture(t)
+	up := comfytest.New()
+	up.ModelsDir = f.Folder("models")
+	var info map[string]struct {
+		Input struct {
+			Required map[string][]json.RawMessage `json:"required"`
+		} `json:"input"`
+	}
+	rec := httptestGet(t, up, "/api/object_info")
+	if err := json.Unmarshal(rec, &info); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []struct{ category, node, input string }{{"checkpoints", "CheckpointLoaderSimple", "ckpt_name"}, {"loras", "LoraLoader", "lora_name"}} {
+		var options []string
+		if err := json.Unmarshal(info[l.node].Input.Required[l.input][0], &options); err != nil {
+			t.Fatal(err)
+		}
+		_, body := call(t, "GET", f.url("/api/assets?include_tags=models,model_type:"+l.category), "")
+		list := comfytest.Decode[listResp](t, body)
+		if len(list.Assets) == 0 {
+			t.Fatalf("no %s", l.category)
+		}
+		for _, a := range list.Assets {
+			if name, _ := a.UserMetadata["filename"].(string); !slices.Contains(options, name) {
+				t.Errorf("%s: filename %q is not among %s's options %q", a.Name, name, l.node, options)
+			}
+		}
 	}
 }

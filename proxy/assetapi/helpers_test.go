@@ -89,3 +89,14 @@ func mustReq(t testing.TB, method, u string, body io.Reader) *http.Request {
 }
 
 func waitFor(t testing.TB, cond func() bool) { t.Helper(); comfytest.WaitFor(t, cond) }
+
+// httptestGet answers a GET from h in memory.
+func httptestGet(t *testing.T, h http.Handler, path string) []byte {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	if rec.Code != 200 {
+		t.Fatalf("GET %s: %d", path, rec.Code)
+	}
+	return rec.Body.Bytes()
+}

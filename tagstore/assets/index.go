@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"math/bits"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -488,4 +489,100 @@ func sortTags(tags []TagCount, byName bool) {
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
+}
+
+// Mark is where a keyset page ends: the sort it was taken under and the
+// last asset's sort value and id. Paging by mark stays in place while
+// assets are added or removed before it, which offsets do not.
+type Mark struct {
+	Key  string // sort key
+	Desc bool
+	Str  string // the name, for Key "name"
+	Num  int64  // the size, or a time in Unix nanoseconds
+	ID   string
+}
+
+// MarkOf is the mark just after a in the order key, desc.
+func MarkOf(a Asset, key string, desc bool) Mark {
+	m := Mark{Key: key, Desc: desc, ID: a.ID}
+	switch key {
+	case "name":
+		m.Str = a.Name
+	case "size":
+		m.Num = a.Size
+	case "created_at":
+		m.Num = a.Created.UnixNano()
+	case "updated_at":
+		m.Num = a.Modified.UnixNano()
+	case "last_access_time":
+		m.Num = a.Accessed.UnixNano()
+	}
+	return m
+}
+
+// cmpMark compares the asset at position i with m in m's order (ascending).
+func (x *Index) cmpMark(i int32, m Mark) int {
+	f := x.files[i]
+	var c int
+	switch m.Key {
+	case "name":
+		c = strings.Compare(f.Name, m.Str)
+	case "size":
+		c = cmp.Compare(f.Size, m.Num)
+	case "created_at":
+		c = cmp.Compare(f.Created.UnixNano(), m.Num)
+	case "updated_at":
+		c = cmp.Compare(f.Modified.UnixNano(), m.Num)
+	case "last_access_time":
+		c = cmp.Compare(f.Accessed.UnixNano(), m.Num)
+	}
+	if c == 0 {
+		c = strings.Compare(f.ID, m.ID)
+	}
+	return c
+}
+
+// ListAfter returns up to limit assets matching f that follow m in m's
+// order, how many match in all, and whether more follow the page.
+func (x *Index) ListAfter(f Filter, m Mark, limit int) (page []Asset, total int, more bool) {
+	match, known, release := x.selector(f)
+	defer release()
+	order := x.order(m.Key)
+	n := len(order)
+	// order is ascending by (value, id): find where m falls in it.
+	next := func(yield func(i int32) bool) {
+		if m.Desc {
+			for k := sort.Search(n, func(k int) bool { return x.cmpMark(order[k], m) >= 0 }) - 1; k >= 0; k-- {
+				if !yield(order[k]) {
+					return
+				}
+			}
+			return
+		}
+		for k := sort.Search(n, func(k int) bool { return x.cmpMark(order[k], m) > 0 }); k < n; k++ {
+			if !yield(order[k]) {
+				return
+			}
+		}
+	}
+	for i := range next {
+		if !match(int(i)) {
+			continue
+		}
+		if len(page) == limit {
+			more = true
+			break
+		}
+		page = append(page, x.at(int(i)))
+	}
+	total = known
+	if total < 0 {
+		total = 0
+		for i := range x.files {
+			if match(i) {
+				total++
+			}
+		}
+	}
+	return page, total, more
 }

@@ -23,6 +23,11 @@ func TestDefaultTags(t *testing.T) {
 		{"models", "checkpoints/sd.safetensors", []string{"model_type:checkpoints", "models"}},
 		{"models", "loras/x/y.safetensors", []string{"model_type:loras", "models"}},
 		{"models", "loose.bin", []string{"models"}},
+		{"input", "pasted/image.png", []string{"input", "pasted"}},
+		{"input", "3d/mesh.glb", []string{"3d", "input"}},
+		{"input", "webcam/a/b.png", []string{"input", "webcam"}},
+		{"input", "painter.png", []string{"input"}},
+		{"output", "pasted/x.png", []string{"output"}},
 	}
 	for _, tc := range cases {
 		f := &catalog.File{Root: tc.root, Rel: tc.rel}

@@ -223,11 +223,15 @@ type AssetList struct {
 		PreviewURL  string   `json:"preview_url"`
 		CreatedAt   string   `json:"created_at"`
 		UpdatedAt   string   `json:"updated_at"`
-		DisplayName string   `json:"display_name"`
-		LoaderPath  string   `json:"loader_path"`
+		DisplayName  string         `json:"display_name"`
+		LoaderPath   string         `json:"loader_path"`
+		UserMetadata map[string]any `json:"user_metadata"`
+		Metadata     map[string]any `json:"metadata"`
+		IsImmutable  *bool          `json:"is_immutable"`
 	} `json:"assets"`
-	Total   int  `json:"total"`
-	HasMore bool `json:"has_more"`
+	Total      int    `json:"total"`
+	HasMore    bool   `json:"has_more"`
+	NextCursor string `json:"next_cursor"`
 }
 
 // Names lists the assets' names, comma-separated.

@@ -50,6 +50,9 @@ type Upstream struct {
 	// OutputDir, when set, is where jobs write their images (as ComfyUI's
 	// output folder); /view serves them from there.
 	OutputDir string
+	// ModelsDir, when set, is ComfyUI's models folder: /object_info lists
+	// its checkpoints and LoRAs as the loaders' options.
+	ModelsDir string
 
 	// Cancelled receives the path of every /block request whose client went away.
 	Cancelled chan string

@@ -415,10 +415,28 @@ func (u *Upstream) historyOne(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]any{id: j.historyEntry()})
 }
 
+// objectInfo lists the node classes; the loaders' options are the files
+// of their model folder under ModelsDir, as folder_paths lists them: paths
+// inside the category, "/"-separated, extensions the category accepts.
 func (u *Upstream) objectInfo(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{}
 	for _, n := range knownNodes {
 		out[n] = map[string]any{"name": n, "display_name": n, "input": map[string]any{"required": map[string]any{}}, "output": []string{}, "output_node": n == "SaveImage"}
+	}
+	loaders := map[string][2]string{"CheckpointLoaderSimple": {"checkpoints", "ckpt_name"}, "LoraLoader": {"loras", "lora_name"}}
+	for node, l := range loaders {
+		var names []string
+		if u.ModelsDir != "" {
+			root := filepath.Join(u.ModelsDir, l[0])
+			_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+				if err == nil && d.Type().IsRegular() && strings.HasSuffix(p, ".safetensors") {
+					rel, _ := filepath.Rel(root, p)
+					names = append(names, filepath.ToSlash(rel))
+				}
+				return nil
+			})
+		}
+		out[node] = map[string]any{"name": node, "input": map[string]any{"required": map[string]any{l[1]: []any{names}}}, "output": []string{}}
 	}
 	writeJSON(w, out)
 }
