@@ -60,6 +60,9 @@ type Config struct {
 	ViewRedirect string
 	// ViewURLLifetime is how long a signed /api/view URL stays valid.
 	ViewURLLifetime time.Duration
+	// AbsolutePreviewURLs makes assets' preview_url absolute (the Cloud
+	// spec's form); relative by default, as OSS ComfyUI's web app uses it.
+	AbsolutePreviewURLs bool
 	// WSPingInterval is how often an open websocket gets a ping, so proxies
 	// and tunnels that cut idle sockets keep it; 0 disables pings.
 	WSPingInterval time.Duration
@@ -202,6 +205,16 @@ var settings = []setting{
 	{key: "view_url_lifetime", flag: "view-url-lifetime", usage: "how long a signed /api/view URL stays valid (e.g. 5m)",
 		set: func(c *Config, v string) error { return setDuration(&c.ViewURLLifetime, v) },
 		get: func(c *Config) string { return c.ViewURLLifetime.String() }},
+	{key: "absolute_preview_urls", flag: "absolute-preview-urls", usage: "make assets' preview_url absolute (scheme://host/...) instead of relative",
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("want true or false, got %q", v)
+			}
+			c.AbsolutePreviewURLs = b
+			return nil
+		},
+		get: func(c *Config) string { return strconv.FormatBool(c.AbsolutePreviewURLs) }},
 	{key: "ws_ping_interval", flag: "ws-ping-interval", usage: "how often open websockets get a ping (0 disables)",
 		set: func(c *Config, v string) error {
 			if v == "0" {

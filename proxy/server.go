@@ -148,8 +148,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		s.mountSignIn(e)
 	}
 	assetapi.Mount(e, lib, assetapi.Options{
-		MaxBody: cfg.MaxBodyBytes,
-		Origin:  func(r *http.Request) string { return clientOf(r).scheme() + "://" + r.Host },
+		MaxBody:      cfg.MaxBodyBytes,
+		Origin:       func(r *http.Request) string { return clientOf(r).scheme() + "://" + r.Host },
+		AbsoluteURLs: cfg.AbsolutePreviewURLs,
 	})
 	m.registerAssetGauges(lib)
 	m.registerRelayCounter(s.hub.Dropped)

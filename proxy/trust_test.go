@@ -263,6 +263,7 @@ func TestTrustedProxies(t *testing.T) {
 		cfg := d.config(ts.URL)
 		cfg.TagsFile = filepath.Join(t.TempDir(), "tags.json")
 		cfg.APIKeys = []string{key}
+		cfg.AbsolutePreviewURLs = true // the scheme shows in absolute URLs
 		if trusted {
 			cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 		}
