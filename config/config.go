@@ -31,6 +31,7 @@ type Config struct {
 	InputDir   string // defaults to <comfyui_dir>/input
 	OutputDir  string // defaults to <comfyui_dir>/output
 	ModelsDir  string // defaults to <comfyui_dir>/models
+	TempDir    string // defaults to <comfyui_dir>/temp
 	TagsFile   string // the JSON sidecar holding asset tags
 
 	// AllowedOrigins are browser origins (scheme://host[:port]) accepted in
@@ -135,6 +136,9 @@ var settings = []setting{
 	{key: "models_dir", flag: "models-dir", usage: "ComfyUI models folder (default <comfyui_dir>/models)",
 		set: func(c *Config, v string) error { c.ModelsDir = v; return nil },
 		get: func(c *Config) string { return c.ModelsDir }},
+	{key: "temp_dir", flag: "temp-dir", usage: "ComfyUI temp folder, previews (default <comfyui_dir>/temp)",
+		set: func(c *Config, v string) error { c.TempDir = v; return nil },
+		get: func(c *Config) string { return c.TempDir }},
 	{key: "tags_file", flag: "tags-file", usage: "JSON sidecar file holding asset tags",
 		set: func(c *Config, v string) error { c.TagsFile = v; return nil },
 		get: func(c *Config) string { return c.TagsFile }},
@@ -385,6 +389,7 @@ func (c *Config) finish() error {
 		def(&c.InputDir, "input")
 		def(&c.OutputDir, "output")
 		def(&c.ModelsDir, "models")
+		def(&c.TempDir, "temp")
 		if c.TagsFile == "" {
 			c.TagsFile = filepath.Join(c.ComfyUIDir, "user", "comfyshim-tags.json")
 		}

@@ -203,7 +203,7 @@ func (s *Server) Close() error {
 // folders ComfyUI's extra_model_paths.yaml adds.
 func assetRoots(cfg *config.Config, log *slog.Logger) []assets.Root {
 	var roots []assets.Root
-	for _, r := range []assets.Root{{Name: "input", Dir: cfg.InputDir}, {Name: "output", Dir: cfg.OutputDir}, {Name: "models", Dir: cfg.ModelsDir}} {
+	for _, r := range []assets.Root{{Name: "input", Dir: cfg.InputDir}, {Name: "output", Dir: cfg.OutputDir}, {Name: "models", Dir: cfg.ModelsDir}, {Name: "temp", Dir: cfg.TempDir}} {
 		if r.Dir != "" {
 			roots = append(roots, r)
 		}

@@ -145,7 +145,7 @@ func (a *api) toJSON(c *gin.Context, x assets.Asset) assetJSON {
 		DisplayName:    x.Rel,
 		LoaderPath:     lv,
 	}
-	if x.Root != "models" { // ComfyUI's /view serves input, output and temp only
+	if x.Root != "models" && !x.Missing { // ComfyUI's /view serves input, output and temp only
 		sub, file := path.Split(x.Rel)
 		q := url.Values{"type": {x.Root}, "filename": {file}, "subfolder": {strings.TrimSuffix(sub, "/")}}
 		out.PreviewURL = "/api/view?" + q.Encode()

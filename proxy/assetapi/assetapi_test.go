@@ -328,9 +328,17 @@ func TestListTagsAndRefine(t *testing.T) {
 	}
 	os.Remove(filepath.Join(f.Base, "output", "page.html"))
 	waitFor(t, func() bool {
-		st, _ := call(t, "GET", f.url("/api/assets/"+f.ids["page.html"]), "")
-		return st == 404
+		_, body := call(t, "GET", f.url("/api/assets?include_tags=orphan"), "")
+		return decode[listResp](t, body).Total == 0
 	})
+	// Still addressable by id, tagged "missing", with no content.
+	st, body := call(t, "GET", f.url("/api/assets/"+f.ids["page.html"]), "")
+	if gone := decode[listResp](t, []byte(`{"assets":[`+string(body)+`]}`)).Assets[0]; st != 200 || strings.Join(gone.Tags, ",") != "missing,orphan,output" || gone.PreviewURL != "" || gone.Name != "page.html" {
+		t.Fatalf("a tagged asset whose file is gone: %d %s", st, body)
+	}
+	if st, body := call(t, "GET", f.url("/api/assets/"+f.ids["page.html"]+"/content"), ""); st != 404 {
+		t.Fatalf("content of a missing asset: %d %s", st, body)
+	}
 
 	cases := []struct{ query, want string }{
 		{"", "Fav=2,input=2,models=2,output=2,fav=1,gone-soon=1,model_type:checkpoints=1,model_type:loras=1,model_typo=1"},
@@ -354,7 +362,7 @@ func TestListTagsAndRefine(t *testing.T) {
 			}
 		})
 	}
-	_, body := call(t, "GET", f.url("/api/tags?limit=2"), "")
+	_, body = call(t, "GET", f.url("/api/tags?limit=2"), "")
 	if r := decode[tagsResp](t, body); r.Total != 9 || !r.HasMore {
 		t.Fatalf("paging: %s", body)
 	}

@@ -23,7 +23,8 @@ type Tags interface {
 // Asset is a listed file with its effective tags.
 type Asset struct {
 	*catalog.File
-	Tags []string // sorted
+	Tags    []string // sorted
+	Missing bool     // tagged, but its file is gone: addressable by id, never listed
 }
 
 // Index joins one catalog snapshot with one generation of the tag store:

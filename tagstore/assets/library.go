@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -201,13 +204,33 @@ func (l *Library) waitTags(gen uint64) {
 
 // Get returns one asset as it is now, from the files and the tags
 // directly: single-asset requests never wait for the index.
+//
+// An asset the tags file knows whose file is gone is still found, tagged
+// "missing" (as OSS ComfyUI does), so a client holding its id learns what
+// became of it; listings never show it, and its tags come back with the file.
 func (l *Library) Get(id string) (Asset, bool) {
-	f, ok := l.files.Snapshot().Get(id)
+	if f, ok := l.files.Snapshot().Get(id); ok {
+		return AssetOf(f, l.tags), true
+	}
+	e, ok := l.tags.Get(id)
 	if !ok {
 		return Asset{}, false
 	}
-	return AssetOf(f, l.tags), true
+	root, rel, _ := strings.Cut(e.Path, "/")
+	f := &catalog.File{ID: id, Root: root, Rel: rel, Name: path.Base(rel), MIME: catalog.MIMEType(rel),
+		Created: e.UpdatedAt, Modified: e.UpdatedAt, Accessed: e.UpdatedAt}
+	if root == "models" {
+		if _, inside, ok := strings.Cut(rel, "/"); ok {
+			f.LoaderPath = inside
+		}
+	}
+	tags := append([]string{MissingTag}, e.Tags...)
+	slices.Sort(tags)
+	return Asset{File: f, Tags: slices.Compact(tags), Missing: true}, true
 }
+
+// MissingTag marks an asset whose file is gone.
+const MissingTag = "missing"
 
 // AddTags adds tags to an asset; RemoveTags removes them. An asset whose
 // tags were never edited starts from its default tags, so removing a
@@ -232,7 +255,12 @@ func (l *Library) change(a Asset, tags []string, remove bool) (Change, error) {
 }
 
 // Open opens an asset's file for reading.
-func (l *Library) Open(a Asset) (*os.File, error) { return l.files.Open(a.File) }
+func (l *Library) Open(a Asset) (*os.File, error) {
+	if a.Missing {
+		return nil, os.ErrNotExist
+	}
+	return l.files.Open(a.File)
+}
 
 // SidecarTagCounts are the tags of every sidecar entry, listed or not.
 func (l *Library) SidecarTagCounts() map[string]int { return l.tags.TagCounts() }

@@ -360,6 +360,17 @@ func (c *Catalog) entry(dir string, st *dirState, e fs.DirEntry, old *Snapshot) 
 	if st.root.Category != "" {
 		rel = st.root.Category + "/" + rel
 	}
+	if st.root.Name == "models" {
+		// Only model files of a model category are assets: not a .txt in
+		// loras/, not configs/, not a file directly under models/.
+		folder, _, _ := strings.Cut(rel, "/")
+		if !strings.Contains(rel, "/") {
+			folder = ""
+		}
+		if _, ok := modelCategory(folder, name); !ok {
+			return nil
+		}
+	}
 	if f, ok := old.Get(ID(st.root.key(), rel)); ok && same(f) {
 		return f
 	}
@@ -484,8 +495,9 @@ func newFile(r Root, rel, dir string, info fs.FileInfo) *File {
 		f.Created = bt
 	}
 	if root == "models" {
-		if cat, inside, ok := strings.Cut(rel, "/"); ok {
-			f.Category, f.LoaderPath = cat, inside
+		if folder, inside, ok := strings.Cut(rel, "/"); ok {
+			f.Category, _ = modelCategory(folder, f.Name)
+			f.LoaderPath = inside
 		}
 	}
 	return f

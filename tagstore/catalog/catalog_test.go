@@ -89,3 +89,64 @@ func TestNewFilesAppearWithoutRestart(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestModelCategories: only model files of a model category are assets, and
+// legacy folders report their category's current name, as ComfyUI's
+// folder_paths does.
+func TestModelCategories(t *testing.T) {
+	dir := t.TempDir()
+	models := filepath.Join(dir, "models")
+	want := map[string][2]string{ // rel -> category, loader path
+		"checkpoints/sd15.safetensors":   {"checkpoints", "sd15.safetensors"},
+		"checkpoints/old/v1.CKPT":        {"checkpoints", "old/v1.CKPT"},
+		"loras/style.safetensors":        {"loras", "style.safetensors"},
+		"unet/flux.sft":                  {"diffusion_models", "flux.sft"},
+		"clip/t5.safetensors":            {"text_encoders", "t5.safetensors"},
+		"t2i_adapter/depth.pth":          {"controlnet", "depth.pth"},
+		"classifiers/aesthetic":          {"classifiers", "aesthetic"},
+		"ultralytics/bbox/face.pt":       {"ultralytics", "bbox/face.pt"},
+		"extra_cat/model.bin":            {"extra_cat", "model.bin"},
+		"diffusion_models/wan.gguf.bin":  {"diffusion_models", "wan.gguf.bin"},
+		"text_encoders/clip_l.pt2":       {"text_encoders", "clip_l.pt2"},
+		"upscale_models/4x.pth":          {"upscale_models", "4x.pth"},
+		"embeddings/neg.safetensors":     {"embeddings", "neg.safetensors"},
+		"vae_approx/taesd_decoder.pth":   {"vae_approx", "taesd_decoder.pth"},
+		"audio_encoders/w.safetensors":   {"audio_encoders", "w.safetensors"},
+		"latent_upscale_models/x.pt":     {"latent_upscale_models", "x.pt"},
+		"model_patches/p.safetensors":    {"model_patches", "p.safetensors"},
+		"hypernetworks/h.pt":             {"hypernetworks", "h.pt"},
+		"photomaker/pm.bin":              {"photomaker", "pm.bin"},
+		"style_models/s.safetensors":     {"style_models", "s.safetensors"},
+		"clip_vision/vit.safetensors":    {"clip_vision", "vit.safetensors"},
+		"gligen/g.pth":                   {"gligen", "g.pth"},
+		"controlnet/canny.safetensors":   {"controlnet", "canny.safetensors"},
+		"vae/ae.safetensors":             {"vae", "ae.safetensors"},
+		"loras/sub/dir/deep.safetensors": {"loras", "sub/dir/deep.safetensors"},
+	}
+	for rel := range want {
+		write(t, filepath.Join(models, filepath.FromSlash(rel)), "m")
+	}
+	for _, rel := range []string{"loras/readme.txt", "loras/preview.png", "configs/v1-inference.yaml", "loose.safetensors",
+		"diffusers/sdxl/unet/diffusion_pytorch_model.safetensors", "classifiers/with.ext", "checkpoints/notes.md"} {
+		write(t, filepath.Join(models, filepath.FromSlash(rel)), "n")
+	}
+	c, err := New([]Root{{Name: "models", Dir: models}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := map[string][2]string{}
+	for _, f := range c.Snapshot().Files {
+		got[f.Rel] = [2]string{f.Category, f.LoaderPath}
+	}
+	for rel, w := range want {
+		if got[rel] != w {
+			t.Errorf("%s: category and loader path %q, want %q", rel, got[rel], w)
+		}
+	}
+	for rel := range got {
+		if _, ok := want[rel]; !ok {
+			t.Errorf("%s is listed but is not a model file", rel)
+		}
+	}
+}

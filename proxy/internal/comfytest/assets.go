@@ -215,14 +215,14 @@ func Decode[T any](t testing.TB, data []byte) T {
 // AssetList is a listing answer.
 type AssetList struct {
 	Assets []struct {
-		ID          string   `json:"id"`
-		Name        string   `json:"name"`
-		Size        int64    `json:"size"`
-		MimeType    string   `json:"mime_type"`
-		Tags        []string `json:"tags"`
-		PreviewURL  string   `json:"preview_url"`
-		CreatedAt   string   `json:"created_at"`
-		UpdatedAt   string   `json:"updated_at"`
+		ID           string         `json:"id"`
+		Name         string         `json:"name"`
+		Size         int64          `json:"size"`
+		MimeType     string         `json:"mime_type"`
+		Tags         []string       `json:"tags"`
+		PreviewURL   string         `json:"preview_url"`
+		CreatedAt    string         `json:"created_at"`
+		UpdatedAt    string         `json:"updated_at"`
 		DisplayName  string         `json:"display_name"`
 		LoaderPath   string         `json:"loader_path"`
 		UserMetadata map[string]any `json:"user_metadata"`
