@@ -31,6 +31,8 @@ import (
 //
 // "path" (root folder and path inside it) is informational; "tags" is the
 // asset's complete tag list; "updated_at" is when comfyshim last changed it.
+// Two optional keys hold what a client set through the asset API: "name"
+// (the asset's name, when renamed) and "user_metadata" (a JSON object).
 const FormatVersion = 1
 
 // Entry is one asset's record in the sidecar. Values handed out by the store
@@ -39,7 +41,60 @@ type Entry struct {
 	Path      string
 	Tags      []string // sorted by code point, no duplicates
 	UpdatedAt time.Time
+	Name      string          // the asset's name when set through the API, else ""
+	Meta      json.RawMessage // user_metadata: a compact JSON object, or nil
 }
+
+// sameContent says two entries say the same about an asset (their time
+// aside).
+func sameContent(a, b Entry) bool {
+	return slices.Equal(a.Tags, b.Tags) && a.Name == b.Name && bytes.Equal(a.Meta, b.Meta)
+}
+
+// checkMeta validates user_metadata and returns it compact (nil for null).
+func checkMeta(raw json.RawMessage) (json.RawMessage, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	if len(raw) > MaxMetaBytes {
+		return nil, fmt.Errorf("user_metadata is %d bytes; at most %d", len(raw), MaxMetaBytes)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		return nil, errors.New("user_metadata must be a JSON object")
+	}
+	if !utf8.Valid(raw) {
+		return nil, errors.New("user_metadata is not valid UTF-8")
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return nil, err
+	}
+	if b.Len() == 2 { // {}
+		return nil, nil
+	}
+	return b.Bytes(), nil
+}
+
+// checkName validates an asset name set through the API.
+func checkName(n string) error {
+	switch {
+	case len(n) > MaxNameBytes:
+		return fmt.Errorf("name is %d bytes; at most %d", len(n), MaxNameBytes)
+	case !utf8.ValidString(n):
+		return errors.New("name is not valid UTF-8")
+	case strings.ContainsFunc(n, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return errors.New("name contains control characters")
+	}
+	return nil
+}
+
+// Bounds of what the API may store per asset.
+const (
+	MaxNameBytes = 512
+	MaxMetaBytes = 64 << 10
+)
 
 // ParseError locates a problem in the sidecar file.
 type ParseError struct {
@@ -199,9 +254,11 @@ func (p *parser) document() (map[string]Entry, error) {
 }
 
 type rawEntry struct {
-	Path      string    `json:"path"`
-	Tags      *[]string `json:"tags"`
-	UpdatedAt string    `json:"updated_at"`
+	Path         string          `json:"path"`
+	Tags         *[]string       `json:"tags"`
+	UpdatedAt    string          `json:"updated_at"`
+	Name         string          `json:"name"`
+	UserMetadata json.RawMessage `json:"user_metadata"`
 }
 
 func (p *parser) assets() (map[string]Entry, error) {
@@ -249,6 +306,13 @@ func (p *parser) assets() (map[string]Entry, error) {
 				return nil, p.errAt(vat, "asset %s: updated_at %q is not an RFC 3339 time", id, raw.UpdatedAt)
 			}
 		}
+		if err := checkName(raw.Name); err != nil {
+			return nil, p.errAt(vat, "asset %s: %v", id, err)
+		}
+		e.Name = raw.Name
+		if e.Meta, err = checkMeta(raw.UserMetadata); err != nil {
+			return nil, p.errAt(vat, "asset %s: %v", id, err)
+		}
 		out[id] = e
 	}
 	if err := p.delim('}', "end of assets"); err != nil {
@@ -285,7 +349,7 @@ func Encode(entries map[string]Entry) []byte {
 // separating comma), so the writer can keep rendered entries and assemble a
 // file of 100k assets by concatenation.
 func encodeEntry(id string, e Entry) []byte {
-	b := make([]byte, 0, 96+len(e.Path)+16*len(e.Tags))
+	b := make([]byte, 0, 96+len(e.Path)+16*len(e.Tags)+len(e.Name)+len(e.Meta))
 	b = append(b, "\n    "...)
 	b = appendString(b, id)
 	b = append(b, ": {\n      \"path\": "...)
@@ -298,6 +362,14 @@ func encodeEntry(id string, e Entry) []byte {
 		b = appendString(b, t)
 	}
 	b = append(b, ']')
+	if e.Name != "" {
+		b = append(b, ",\n      \"name\": "...)
+		b = appendString(b, e.Name)
+	}
+	if e.Meta != nil {
+		b = append(b, ",\n      \"user_metadata\": "...)
+		b = append(b, e.Meta...) // compact JSON, checked when set
+	}
 	if !e.UpdatedAt.IsZero() {
 		b = append(b, ",\n      \"updated_at\": \""...)
 		b = e.UpdatedAt.UTC().AppendFormat(b, time.RFC3339Nano)

@@ -115,6 +115,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"version":1,"assets":{}}`))
 	f.Add([]byte(`{"version":1,"assets":{"` + idA + `":{"tags":["\u2028","é"]}}}`))
 	f.Add([]byte(`{"version":1,"assets":{"` + idA + `":{"tags":[`))
+	f.Add([]byte(`{"version":1,"assets":{"` + idA + `":{"tags":[],"name":"N\u00e9","user_metadata":{"a":[1,{"b":null}],"c":"\u2028"}}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		entries, err := Parse(data)
 		if err != nil {

@@ -29,15 +29,17 @@ import (
 
 // journalEntry is one asset's state after a change.
 type journalEntry struct {
-	ID        string        `json:"id"`
-	Path      string        `json:"path,omitempty"`
-	Tags      []string      `json:"tags"`
-	UpdatedAt string        `json:"updated_at,omitempty"`
-	Before    *journalEntry `json:"before,omitempty"`
+	ID           string          `json:"id"`
+	Path         string          `json:"path,omitempty"`
+	Tags         []string        `json:"tags"`
+	UpdatedAt    string          `json:"updated_at,omitempty"`
+	Name         string          `json:"name,omitempty"`
+	UserMetadata json.RawMessage `json:"user_metadata,omitempty"`
+	Before       *journalEntry   `json:"before,omitempty"`
 }
 
 func toJournal(id string, e Entry) journalEntry {
-	je := journalEntry{ID: id, Path: e.Path, Tags: e.Tags}
+	je := journalEntry{ID: id, Path: e.Path, Tags: e.Tags, Name: e.Name, UserMetadata: e.Meta}
 	if !e.UpdatedAt.IsZero() {
 		je.UpdatedAt = e.UpdatedAt.UTC().Format(time.RFC3339Nano)
 	}
@@ -146,9 +148,16 @@ func (je journalEntry) entry() (Entry, error) {
 			return Entry{}, err
 		}
 	}
-	e := Entry{Path: je.Path, Tags: sortedUnique(je.Tags)}
+	e := Entry{Path: je.Path, Tags: sortedUnique(je.Tags), Name: je.Name}
 	if len(e.Tags) > MaxTagsPerAsset {
 		return Entry{}, fmt.Errorf("asset %s: too many tags", je.ID)
+	}
+	if err := checkName(je.Name); err != nil {
+		return Entry{}, err
+	}
+	var err error
+	if e.Meta, err = checkMeta(je.UserMetadata); err != nil {
+		return Entry{}, err
 	}
 	if je.UpdatedAt != "" {
 		t, err := time.Parse(time.RFC3339Nano, je.UpdatedAt)

@@ -1,6 +1,7 @@
 package tagstore
 
 import (
+	"bytes"
 	"slices"
 	"time"
 )
@@ -21,7 +22,8 @@ type baseEntry struct {
 //     acknowledged changes survive a save that did not touch them;
 //   - an asset only the person changed takes the saved entry as it is;
 //   - an asset both changed gets the person's additions and removals
-//     (saved against base) applied on top of cur;
+//     (saved against base) applied on top of cur, and the person's name
+//     and user_metadata where they changed those;
 //   - a saved entry whose updated_at is older than base's was made from an
 //     older copy than the file it replaced (the person opened it before
 //     comfyshim's last compaction): cur is kept for that asset, and it is
@@ -59,12 +61,12 @@ func mergeSave(cur map[string]Entry, baseOld map[string]baseEntry, saved map[str
 		case inS && inB && !s.UpdatedAt.IsZero() && s.UpdatedAt.Before(b.UpdatedAt),
 			!inS && inB && !newest.IsZero() && b.UpdatedAt.After(newest):
 			stale = append(stale, id)
-		case inS == inB && (!inS || slices.Equal(s.Tags, b.Tags)):
+		case inS == inB && (!inS || sameContent(s, b)):
 			// untouched by the person: comfyshim's state stands
-			if inS && inC && slices.Equal(s.Tags, c.Tags) {
-				n = s // same tags: keep the file's text as the person left it
+			if inS && inC && sameContent(s, c) {
+				n = s // same content: keep the file's text as the person left it
 			}
-		case inC == inB && (!inC || slices.Equal(c.Tags, b.Tags)):
+		case inC == inB && (!inC || sameContent(c, b)):
 			n, inN = s, inS // only the person changed it
 		default:
 			added := minus(s.Tags, b.Tags)
@@ -74,7 +76,14 @@ func mergeSave(cur map[string]Entry, baseOld map[string]baseEntry, saved map[str
 			if path == "" {
 				path = s.Path
 			}
-			n, inN = Entry{Path: path, Tags: tags, UpdatedAt: c.UpdatedAt}, true
+			n, inN = Entry{Path: path, Tags: tags, UpdatedAt: c.UpdatedAt, Name: c.Name, Meta: c.Meta}, true
+			// The name and user_metadata: the person's, where they changed them.
+			if s.Name != b.Name {
+				n.Name = s.Name
+			}
+			if !bytes.Equal(s.Meta, b.Meta) {
+				n.Meta = s.Meta
+			}
 		}
 		if inN {
 			next[id] = n
@@ -108,5 +117,5 @@ func minus(a, b []string) []string {
 }
 
 func sameEntry(a, b Entry) bool {
-	return a.Path == b.Path && slices.Equal(a.Tags, b.Tags) && a.UpdatedAt.Equal(b.UpdatedAt)
+	return a.Path == b.Path && sameContent(a, b) && a.UpdatedAt.Equal(b.UpdatedAt)
 }

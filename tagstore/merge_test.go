@@ -13,6 +13,13 @@ func TestMergeSave(t *testing.T) {
 	e := func(at time.Time, tags ...string) Entry {
 		return Entry{Path: "output/x.png", Tags: sortedUnique(tags), UpdatedAt: at}
 	}
+	named := func(en Entry, name, meta string) Entry {
+		en.Name = name
+		if meta != "" {
+			en.Meta = []byte(meta)
+		}
+		return en
+	}
 	const x = "00000000-0000-4000-8000-000000000001"
 	cases := []struct {
 		name    string
@@ -37,6 +44,10 @@ func TestMergeSave(t *testing.T) {
 		{name: "entry deleted from a copy that shows it", base: p(e(t1, "a")), cur: p(e(t1, "a")), want: nil, other: p(e(t2, "z"))},
 		{name: "person deletes an entry comfyshim changed since", base: p(e(t1, "a")), cur: p(e(t2, "a", "new")), want: p(e(t2, "new")), kept: true, changed: true},
 		{name: "person adds an entry", saved: p(Entry{Tags: []string{"hand"}}), want: p(Entry{Tags: []string{"hand"}})},
+		{name: "comfyshim renamed, person tagged: both kept", base: p(e(t1, "a")), cur: p(named(e(t2, "a"), "New", `{"k":1}`)), saved: p(e(t1, "a", "hand")), want: p(named(e(t2, "a", "hand"), "New", `{"k":1}`)), kept: true, changed: true},
+		{name: "person renamed, comfyshim tagged: both kept", base: p(e(t1, "a")), cur: p(e(t2, "a", "new")), saved: p(named(e(t1, "a"), "Hand", `{"by":"hand"}`)), want: p(named(e(t2, "a", "new"), "Hand", `{"by":"hand"}`)), kept: true, changed: true},
+		{name: "person clears metadata comfyshim set, after seeing it", base: p(named(e(t2, "a"), "", `{"k":1}`)), cur: p(named(e(t2, "a"), "", `{"k":1}`)), saved: p(e(t2, "a")), want: p(e(t2, "a"))},
+		{name: "only the person renamed", base: p(e(t1, "a")), cur: p(e(t1, "a")), saved: p(named(e(t1, "a"), "Hand", "")), want: p(named(e(t1, "a"), "Hand", ""))},
 		{name: "entry without updated_at edited", base: p(e(t1, "a")), cur: p(e(t2, "a", "b")), saved: p(Entry{Path: "output/x.png", Tags: []string{"a", "hand"}}), want: p(e(t2, "a", "b", "hand")), kept: true, changed: true},
 	}
 	for _, tc := range cases {

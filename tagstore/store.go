@@ -6,6 +6,7 @@
 package tagstore
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -91,7 +92,15 @@ type op struct {
 	seed   Entry
 	tags   []string
 	remove bool
+	update *Update // set: replace what it names instead of adding or removing tags
 	reply  chan opResult
+}
+
+// Update changes what it names of an asset's entry; nil fields stay.
+type Update struct {
+	Tags *[]string       // the complete new tag list
+	Name *string         // the asset's name ("" = the file's again)
+	Meta json.RawMessage // user_metadata, a JSON object ("null" or {} clears it)
 }
 
 type opResult struct {
@@ -283,19 +292,58 @@ func (s *Store) Remove(id string, seed Entry, tags []string) (Change, error) {
 	return s.mutate(id, seed, tags, true)
 }
 
+// Set applies an Update to asset id (seeded as Add seeds it) and returns
+// the entry afterwards, once the change is durable.
+func (s *Store) Set(id string, seed Entry, u Update) (Entry, error) {
+	if u.Tags != nil {
+		norm, err := NormalizeTags(*u.Tags)
+		if err != nil {
+			return Entry{}, err
+		}
+		norm = sortedUnique(norm)
+		u.Tags = &norm
+	}
+	if u.Name != nil {
+		if err := checkName(*u.Name); err != nil {
+			return Entry{}, fmt.Errorf("%w: %v", ErrInvalidTags, err)
+		}
+	}
+	if u.Meta != nil {
+		m, err := checkMeta(u.Meta)
+		if err != nil {
+			return Entry{}, fmt.Errorf("%w: %v", ErrInvalidTags, err)
+		}
+		if m == nil {
+			m = json.RawMessage{} // clear: non-nil, empty
+		}
+		u.Meta = m
+	}
+	ch, err := s.submit(id, seed, nil, false, &u)
+	if err != nil {
+		return Entry{}, err
+	}
+	e, _ := s.Get(id)
+	e.Tags = ch.Tags
+	return e, nil
+}
+
 func (s *Store) mutate(id string, seed Entry, tags []string, remove bool) (Change, error) {
-	cid, err := CanonicalID(id)
+	norm, err := NormalizeTags(tags)
 	if err != nil {
 		return Change{}, err
 	}
-	norm, err := NormalizeTags(tags)
+	return s.submit(id, seed, norm, remove, nil)
+}
+
+func (s *Store) submit(id string, seed Entry, norm []string, remove bool, u *Update) (Change, error) {
+	cid, err := CanonicalID(id)
 	if err != nil {
 		return Change{}, err
 	}
 	if s.closed.Load() {
 		return Change{}, ErrClosed
 	}
-	o := &op{id: cid, seed: seed, tags: norm, remove: remove, reply: make(chan opResult, 1)}
+	o := &op{id: cid, seed: seed, tags: norm, remove: remove, update: u, reply: make(chan opResult, 1)}
 	select {
 	case s.ops <- o:
 	case <-s.quit:
@@ -443,17 +491,37 @@ func (s *Store) apply(batch []*op) (map[string]Entry, []opResult) {
 				cur = Entry{Path: o.seed.Path, Tags: sortedUnique(o.seed.Tags)}
 			}
 		}
-		tags, changed, unchanged := applyTags(cur.Tags, o.tags, o.remove)
-		if len(tags) > MaxTagsPerAsset {
-			results[i].err = fmt.Errorf("%w: the asset would carry %d tags; at most %d per asset", ErrInvalidTags, len(tags), MaxTagsPerAsset)
+		next := cur
+		var changed, unchanged []string
+		if o.update != nil {
+			if o.update.Tags != nil {
+				next.Tags = *o.update.Tags
+			}
+			if o.update.Name != nil {
+				next.Name = *o.update.Name
+			}
+			if o.update.Meta != nil {
+				next.Meta = o.update.Meta
+				if len(next.Meta) == 0 {
+					next.Meta = nil
+				}
+			}
+		} else {
+			next.Tags, changed, unchanged = applyTags(cur.Tags, o.tags, o.remove)
+		}
+		if len(next.Tags) > MaxTagsPerAsset {
+			results[i].err = fmt.Errorf("%w: the asset would carry %d tags; at most %d per asset", ErrInvalidTags, len(next.Tags), MaxTagsPerAsset)
 			continue
 		}
-		results[i].change = Change{Changed: changed, Unchanged: unchanged, Tags: tags}
-		if len(changed) > 0 {
-			if cur.Path == "" {
-				cur.Path = o.seed.Path
+		results[i].change = Change{Changed: changed, Unchanged: unchanged, Tags: next.Tags}
+		_, inDoc := s.doc[o.id]
+		_, inOverlay := overlay[o.id]
+		if !sameContent(next, cur) || (o.update != nil && !inDoc && !inOverlay) {
+			if next.Path == "" {
+				next.Path = o.seed.Path
 			}
-			overlay[o.id] = Entry{Path: cur.Path, Tags: tags, UpdatedAt: now}
+			next.UpdatedAt = now
+			overlay[o.id] = next
 			s.stamp = now
 		}
 	}

@@ -525,3 +525,68 @@ func TestCloseDuringMutations(t *testing.T) {
 		}
 	}
 }
+
+// TestSetNameAndMetadata: a name and user_metadata set through Set are
+// durable from the journal alone (a crash before compaction) and from the
+// JSON file, and bad values change nothing.
+func TestSetNameAndMetadata(t *testing.T) {
+	s, path := openTemp(t)
+	name, tags := "Sunset (final)", []string{"b", "a"}
+	e, err := s.Set(idA, Entry{Path: "input/x.png", Tags: []string{"input"}}, Update{Name: &name, Meta: []byte(` { "rating": 5, "note": "ok" } `), Tags: &tags})
+	if err != nil || e.Name != name || string(e.Meta) != `{"rating":5,"note":"ok"}` || !reflect.DeepEqual(e.Tags, []string{"a", "b"}) {
+		t.Fatalf("Set: %+v, %v", e, err)
+	}
+	for _, bad := range []Update{{Meta: []byte(`[1]`)}, {Meta: []byte(`{"a":`)}, {Name: ptr("a\x00b")}, {Name: ptr(strings.Repeat("n", MaxNameBytes+1))}} {
+		if _, err := s.Set(idA, Entry{}, bad); !errors.Is(err, ErrInvalidTags) {
+			t.Fatalf("bad update %+v: %v", bad, err)
+		}
+	}
+	// Reopen from the journal only (no compaction happened yet): a second
+	// store cannot open while this one holds the lock, so simulate the crash
+	// by copying the two files.
+	dir := t.TempDir()
+	copyFile(t, path, filepath.Join(dir, "tags.json"))
+	copyFile(t, path+".journal", filepath.Join(dir, "tags.json.journal"))
+	s2, err := Open(filepath.Join(dir, "tags.json"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s2.Get(idA); got.Name != name || string(got.Meta) != `{"rating":5,"note":"ok"}` {
+		t.Fatalf("from the journal: %+v", got)
+	}
+	s2.Close()
+	// Clearing the metadata, then the JSON file after compaction.
+	empty := ""
+	if _, err := s.Set(idA, Entry{}, Update{Meta: []byte(`{}`), Name: &empty}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Set(idB, Entry{Path: "output/y.png"}, Update{Meta: []byte(`{"k":"v"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	file := readFile(t, path)
+	if a := file[idA]; a.Name != "" || a.Meta != nil || !reflect.DeepEqual(a.Tags, []string{"a", "b"}) {
+		t.Fatalf("file entry A: %+v", a)
+	}
+	if b := file[idB]; string(b.Meta) != `{"k":"v"}` {
+		t.Fatalf("file entry B: %+v", b)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if os.IsNotExist(err) {
+		return // not written yet
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
