@@ -19,7 +19,7 @@ func TestAssetRoutesAreNeverForwarded(t *testing.T) {
 		code         string
 	}{
 		{"POST", "/api/assets", 501, "NOT_IMPLEMENTED"},
-		{"PUT", "/api/assets/" + id, 501, "NOT_IMPLEMENTED"},
+		{"PUT", "/api/assets/" + id, 200, ""},
 		{"DELETE", "/api/assets/" + id, 501, "NOT_IMPLEMENTED"},
 		{"POST", "/api/assets/from-hash", 501, "NOT_IMPLEMENTED"},
 		{"GET", "/api/assets/remote-metadata", 501, "NOT_IMPLEMENTED"},
@@ -31,6 +31,9 @@ func TestAssetRoutesAreNeverForwarded(t *testing.T) {
 	}
 	for _, tc := range cases {
 		st, body := call(t, tc.method, s.URL+tc.path, `{"name":"x"}`)
+		if st == 200 && tc.status == 200 {
+			continue
+		}
 		if e := decode[ErrorResponse](t, body); st != tc.status || e.Code != tc.code {
 			t.Errorf("%s %s: %d %s", tc.method, tc.path, st, body)
 		}

@@ -255,6 +255,17 @@ func (s *Store) Get(id string) (Entry, bool) {
 	return e, ok
 }
 
+// WithMeta calls fn for every entry that has user_metadata.
+func (s *Store) WithMeta(fn func(id string, meta json.RawMessage)) {
+	s.docMu.RLock()
+	defer s.docMu.RUnlock()
+	for id, e := range s.doc {
+		if e.Meta != nil {
+			fn(id, e.Meta)
+		}
+	}
+}
+
 // TagCounts returns how many sidecar entries carry each tag. The map is
 // shared: do not modify it.
 func (s *Store) TagCounts() map[string]int { return *s.counts.Load() }

@@ -83,7 +83,7 @@ func (a *api) mount(r gin.IRouter) {
 		fail(c, &Error{http.StatusNotImplemented, "NOT_IMPLEMENTED", c.Request.Method + " " + c.FullPath() + " is not implemented by comfyshim"})
 	}
 	r.POST("/api/assets", notImpl)
-	r.PUT("/api/assets/:id", notImpl)
+	r.PUT("/api/assets/:id", a.update)
 	r.DELETE("/api/assets/:id", notImpl)
 	r.POST("/api/assets/from-hash", notImpl)
 	r.GET("/api/assets/remote-metadata", notImpl)
@@ -145,6 +145,17 @@ func (a *api) toJSON(c *gin.Context, x assets.Asset) assetJSON {
 		DisplayName:    x.Rel,
 		LoaderPath:     lv,
 	}
+	if name, meta := a.lib.Extra(x.ID); name != "" || meta != nil {
+		if name != "" {
+			out.Name = name
+		}
+		var um map[string]any
+		if json.Unmarshal(meta, &um) == nil {
+			for k, v := range um {
+				out.UserMetadata[k] = v
+			}
+		}
+	}
 	if x.Root != "models" && !x.Missing { // ComfyUI's /view serves input, output and temp only
 		sub, file := path.Split(x.Rel)
 		q := url.Values{"type": {x.Root}, "filename": {file}, "subfolder": {strings.TrimSuffix(sub, "/")}}
@@ -157,7 +168,7 @@ func (a *api) toJSON(c *gin.Context, x assets.Asset) assetJSON {
 }
 
 func (a *api) list(c *gin.Context) {
-	q, err := parseListQuery(c.Request.URL.Query())
+	q, err := a.parseListQuery(c.Request.URL.Query())
 	if err != nil {
 		fail(c, err)
 		return
@@ -236,6 +247,96 @@ func (a *api) content(c *gin.Context) {
 	}
 	h.Set("Content-Disposition", disposition+"; filename*=UTF-8''"+url.PathEscape(x.Name))
 	http.ServeContent(c.Writer, c.Request, "", fi.ModTime(), f)
+}
+
+// update is PUT /api/assets/{id}: the asset's name, tags (the complete
+// list) and user_metadata, any of them; the file itself is not touched.
+func (a *api) update(c *gin.Context) {
+	x, ok := a.lookup(c)
+	if !ok {
+		return
+	}
+	body, ok := a.readBody(c)
+	if !ok {
+		return
+	}
+	u, err := parseUpdateBody(body)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	if _, err := a.lib.Update(x, u); err != nil {
+		fail(c, storeError(err))
+		return
+	}
+	if x, ok = a.lib.Get(x.ID); !ok {
+		fail(c, &Error{http.StatusNotFound, "ASSET_NOT_FOUND", "the asset went away during the update"})
+		return
+	}
+	c.JSON(http.StatusOK, a.toJSON(c, x))
+}
+
+// readBody reads a JSON request body within the size bound.
+func (a *api) readBody(c *gin.Context) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, a.opts.MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			fail(c, &Error{http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", fmt.Sprintf("body larger than %d bytes", a.opts.MaxBody)})
+			return nil, false
+		}
+		fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", "reading body: " + err.Error()})
+		return nil, false
+	}
+	return body, true
+}
+
+// parseUpdateBody reads {"name"?, "tags"?, "user_metadata"?}: at least one.
+func parseUpdateBody(body []byte) (assets.Update, error) {
+	var u assets.Update
+	invalid := func(code, format string, args ...any) (assets.Update, error) {
+		return u, &Error{http.StatusBadRequest, code, fmt.Sprintf(format, args...)}
+	}
+	if !utf8.Valid(body) {
+		return invalid("INVALID_JSON", "body is not valid UTF-8")
+	}
+	var raw map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&raw); err != nil || raw == nil {
+		return invalid("INVALID_JSON", "body must be a JSON object")
+	}
+	if dec.More() {
+		return invalid("INVALID_JSON", "body has data after the JSON value")
+	}
+	if len(raw) == 0 {
+		return invalid("INVALID_BODY", "give at least one of name, tags, user_metadata")
+	}
+	for k, v := range raw {
+		switch k {
+		case "name":
+			var n string
+			if json.Unmarshal(v, &n) != nil || strings.TrimSpace(n) == "" {
+				return invalid("INVALID_BODY", `"name" must be a non-empty string`)
+			}
+			n = strings.TrimSpace(n)
+			u.Name = &n
+		case "tags":
+			tags, err := parseTagsBody([]byte(`{"tags":` + string(v) + `}`))
+			if err != nil {
+				return u, err
+			}
+			u.Tags = &tags
+		case "user_metadata":
+			var m map[string]any
+			if json.Unmarshal(v, &m) != nil || m == nil {
+				return invalid("INVALID_BODY", `"user_metadata" must be a JSON object`)
+			}
+			u.Meta = v
+		default:
+			return invalid("INVALID_BODY", "%q cannot be changed here (name, tags and user_metadata can)", k)
+		}
+	}
+	return u, nil
 }
 
 func (a *api) addTags(c *gin.Context)    { a.modify(c, false) }
@@ -396,7 +497,7 @@ type tagInfo struct {
 
 func (a *api) refine(c *gin.Context) {
 	qv := c.Request.URL.Query()
-	q, err := parseFilter(qv)
+	q, err := a.parseFilter(qv)
 	limit := 0
 	if err == nil {
 		limit, err = intParam(qv, "limit", 100, 1, 1000)
@@ -433,10 +534,10 @@ type listQuery struct {
 	after         *assets.Mark // keyset paging: continue after this
 }
 
-func parseListQuery(qv url.Values) (listQuery, error) {
+func (a *api) parseListQuery(qv url.Values) (listQuery, error) {
 	var q listQuery
 	var err error
-	if q.filter, err = parseFilter(qv); err != nil {
+	if q.filter, err = a.parseFilter(qv); err != nil {
 		return q, err
 	}
 	if q.limit, err = intParam(qv, "limit", 20, 1, 500); err != nil {
@@ -480,7 +581,7 @@ func parseListQuery(qv url.Values) (listQuery, error) {
 
 // parseFilter reads the tag and name filters shared by listing and refine.
 // Tag lists are accepted comma-separated, repeated, or both.
-func parseFilter(qv url.Values) (assets.Filter, error) {
+func (a *api) parseFilter(qv url.Values) (assets.Filter, error) {
 	var f assets.Filter
 	f.All = append(tagList(qv["include_tags"]), tagList(qv["tags_all"])...)
 	f.Any = tagList(qv["tags_any"])
@@ -503,14 +604,21 @@ func parseFilter(qv url.Values) (assets.Filter, error) {
 	}
 	if mf := qv.Get("metadata_filter"); mf != "" {
 		var m map[string]any
-		if err := json.Unmarshal([]byte(mf), &m); err != nil {
+		if len(mf) > maxMetadataFilter {
+			return f, badQuery("metadata_filter is longer than %d bytes", maxMetadataFilter)
+		}
+		if err := json.Unmarshal([]byte(mf), &m); err != nil || m == nil {
 			return f, badQuery("metadata_filter must be a JSON object")
 		}
-		// Local files carry no user metadata: a non-empty filter matches nothing.
-		f.Nothing = len(m) > 0
+		if len(m) > 0 {
+			f.IDs = a.lib.MatchMeta(m)
+		}
 	}
 	return f, nil
 }
+
+// maxMetadataFilter bounds a metadata_filter's text.
+const maxMetadataFilter = 16 << 10
 
 // maxFilterTags bounds the tags one listing may filter by, as OSS does.
 const maxFilterTags = 100

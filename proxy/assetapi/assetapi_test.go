@@ -1,10 +1,12 @@
 package assetapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -564,5 +566,52 @@ func TestLoaderValuesAreComfyUIs(t *testing.T) {
 				t.Errorf("%s: filename %q is not among %s's options %q", a.Name, name, l.node, options)
 			}
 		}
+	}
+}
+
+// TestUpdateAsset: PUT sets the name, the complete tag list and
+// user_metadata, durably; metadata_filter finds assets by it; bad bodies
+// are 400 and change nothing.
+func TestUpdateAsset(t *testing.T) {
+	f := newFixture(t)
+	id := f.ids["photo.png"]
+	st, body := call(t, "PUT", f.url("/api/assets/"+id), `{"name":" Holiday photo ","tags":["trip","input"],"user_metadata":{"rating":5,"by":["ann"]}}`)
+	var got struct {
+		Name         string
+		Tags         []string
+		UserMetadata map[string]any `json:"user_metadata"`
+	}
+	_ = json.Unmarshal(body, &got)
+	if st != 200 || got.Name != "Holiday photo" || strings.Join(got.Tags, ",") != "input,trip" || got.UserMetadata["rating"] != 5.0 || got.UserMetadata["filename"] != "photo.png" {
+		t.Fatalf("PUT: %d %s", st, body)
+	}
+	// The listing shows it; metadata_filter selects by it.
+	for q, want := range map[string]string{
+		`{"rating":5}`:      "Holiday photo",
+		`{"rating":[4,5]}`:  "Holiday photo",
+		`{"by":["ann"]}`:    "Holiday photo",
+		`{"rating":4}`:      "",
+		`{"missing_key":1}`: "",
+		`{}`:                "ComfyUI_00002_.png,ComfyUI_00001_.png,Cat.JPG,Holiday photo",
+	} {
+		_, body := call(t, "GET", f.url("/api/assets?include_tags=&exclude_tags=models&metadata_filter="+url.QueryEscape(q)), "")
+		if names := decode[listResp](t, body).Names(); names != strings.Replace(want, "ComfyUI_00002_.png,ComfyUI_00001_.png", "page.html,ComfyUI_00002_.png,ComfyUI_00001_.png", 1) {
+			t.Errorf("metadata_filter=%s: %s", q, names)
+		}
+	}
+	before := f.sidecar(t)
+	for _, bad := range []string{`{}`, `[]`, `{"name":""}`, `{"name":5}`, `{"tags":"x"}`, `{"user_metadata":[1]}`, `{"mime_type":"image/png"}`, `{"name":"a\u0000b"}`, `not json`} {
+		if st, body := call(t, "PUT", f.url("/api/assets/"+id), bad); st != 400 {
+			t.Errorf("PUT %s: %d %s", bad, st, body)
+		}
+	}
+	if after := f.sidecar(t); !bytes.Equal(before, after) {
+		t.Fatalf("a rejected PUT changed the tags file:\n%s\n%s", before, after)
+	}
+	if !strings.Contains(string(before), `"name": "Holiday photo"`) || !strings.Contains(string(before), `"user_metadata": {"rating":5,"by":["ann"]}`) {
+		t.Fatalf("the tags file lacks the name or metadata:\n%s", before)
+	}
+	if st, _ := call(t, "PUT", f.url("/api/assets/"+"00000000-0000-4000-8000-000000000009"), `{"name":"x"}`); st != 404 {
+		t.Fatalf("PUT on an unknown asset: %d", st)
 	}
 }

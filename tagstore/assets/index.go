@@ -255,6 +255,9 @@ type Filter struct {
 	None         []string // must carry none (exclude_tags, tags_none)
 	NameContains string   // case-insensitive substring of the name
 	Nothing      bool     // match no asset
+	// IDs, when not nil, restricts the match to these assets (the ones a
+	// metadata_filter selected).
+	IDs map[string]bool
 }
 
 func has(sorted []string, t string) bool {
@@ -288,18 +291,26 @@ func releaseBitset(b bitset) {
 // matching returns the set of assets f selects, or nil when f has no
 // tag filter (every asset, before the name filter). The caller releases it.
 func (x *Index) matching(f *Filter) bitset {
-	if len(f.All) == 0 && len(f.Any) == 0 && len(f.None) == 0 && !f.Nothing {
+	if len(f.All) == 0 && len(f.Any) == 0 && len(f.None) == 0 && !f.Nothing && f.IDs == nil {
 		return nil
 	}
 	m := scratchBitset(x.Len())
 	if f.Nothing {
 		return m
 	}
-	for w := range m {
-		m[w] = ^uint64(0)
-	}
-	if tail := x.Len() % 64; tail != 0 {
-		m[len(m)-1] = 1<<uint(tail) - 1
+	if f.IDs != nil {
+		for id := range f.IDs {
+			if i, ok := x.position(id); ok {
+				m.set(i)
+			}
+		}
+	} else {
+		for w := range m {
+			m[w] = ^uint64(0)
+		}
+		if tail := x.Len() % 64; tail != 0 {
+			m[len(m)-1] = 1<<uint(tail) - 1
+		}
 	}
 	for _, t := range f.All {
 		b := x.tagBits(t)

@@ -5,11 +5,13 @@
 package assets
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -252,6 +254,63 @@ func (l *Library) change(a Asset, tags []string, remove bool) (Change, error) {
 		l.waitTags(l.tags.Generation())
 	}
 	return ch, err
+}
+
+// Extra returns what the API set on an asset beside its tags: its name
+// ("" when not renamed) and user_metadata (nil when none).
+func (l *Library) Extra(id string) (name string, meta json.RawMessage) {
+	e, _ := l.tags.Get(id)
+	return e.Name, e.Meta
+}
+
+// Update names what to change of an asset: its complete tag list, its name,
+// its user_metadata; nil fields stay.
+type Update = tagstore.Update
+
+// Update changes an asset's tags, name and user_metadata and returns once
+// the change is durable and listed.
+func (l *Library) Update(a Asset, u Update) (tagstore.Entry, error) {
+	seed := tagstore.Entry{Path: a.Path(), Tags: DefaultTags(a.File)}
+	e, err := l.tags.Set(a.ID, seed, u)
+	if err == nil {
+		l.waitTags(l.tags.Generation())
+	}
+	return e, err
+}
+
+// MatchMeta returns the assets whose user_metadata has every key of want
+// with an equal value; a list in want also matches any one of its values.
+func (l *Library) MatchMeta(want map[string]any) map[string]bool {
+	out := map[string]bool{}
+	l.tags.WithMeta(func(id string, raw json.RawMessage) {
+		var have map[string]any
+		if json.Unmarshal(raw, &have) != nil {
+			return
+		}
+		for k, v := range want {
+			hv, ok := have[k]
+			if !ok || !metaEqual(hv, v) {
+				return
+			}
+		}
+		out[id] = true
+	})
+	return out
+}
+
+func metaEqual(have, want any) bool {
+	if list, ok := want.([]any); ok {
+		if reflect.DeepEqual(have, want) {
+			return true
+		}
+		for _, w := range list {
+			if reflect.DeepEqual(have, w) {
+				return true
+			}
+		}
+		return false
+	}
+	return reflect.DeepEqual(have, want)
 }
 
 // Open opens an asset's file for reading.
