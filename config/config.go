@@ -69,6 +69,7 @@ type Config struct {
 	WSPingInterval time.Duration
 
 	MaxBodyBytes          int64         // bound on local JSON request bodies
+	MaxUploadBytes        int64         // bound on a file uploaded to POST /api/assets
 	MaxHeaderBytes        int           // bound on request headers
 	ReadHeaderTimeout     time.Duration // time a client gets to send its headers
 	ShutdownGrace         time.Duration // how long in-flight requests may run on shutdown
@@ -87,6 +88,7 @@ func Default() Config {
 		Listen:                "127.0.0.1:8189",
 		Upstream:              u,
 		MaxBodyBytes:          1 << 20,
+		MaxUploadBytes:        16 << 30,
 		MaxHeaderBytes:        1 << 20,
 		ReadHeaderTimeout:     10 * time.Second,
 		ShutdownGrace:         10 * time.Second,
@@ -231,6 +233,9 @@ var settings = []setting{
 	{key: "max_body_bytes", flag: "max-body-bytes", usage: "largest accepted body for local JSON endpoints",
 		set: func(c *Config, v string) error { return setPositive(&c.MaxBodyBytes, v) },
 		get: func(c *Config) string { return strconv.FormatInt(c.MaxBodyBytes, 10) }},
+	{key: "max_upload_bytes", flag: "max-upload-bytes", usage: "largest file accepted by POST /api/assets",
+		set: func(c *Config, v string) error { return setPositive(&c.MaxUploadBytes, v) },
+		get: func(c *Config) string { return strconv.FormatInt(c.MaxUploadBytes, 10) }},
 	{key: "max_header_bytes", flag: "max-header-bytes", usage: "largest accepted request header block",
 		set: func(c *Config, v string) error {
 			var n int64

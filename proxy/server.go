@@ -151,6 +151,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		MaxBody:      cfg.MaxBodyBytes,
 		Origin:       func(r *http.Request) string { return clientOf(r).scheme() + "://" + r.Host },
 		AbsoluteURLs: cfg.AbsolutePreviewURLs,
+		MaxUpload:    cfg.MaxUploadBytes,
 	})
 	m.registerAssetGauges(lib)
 	m.registerRelayCounter(s.hub.Dropped)

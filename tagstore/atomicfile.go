@@ -198,3 +198,7 @@ func probeWritable(dir string) error {
 	_ = f.Close()
 	return os.Remove(name)
 }
+
+// SyncDir makes the creation or renaming of a file in dir durable (a no-op
+// where the platform has no such call; see syncDirPlatform).
+func SyncDir(dir string) error { return syncDir(dir) }

@@ -29,6 +29,8 @@ type Options struct {
 	// Origin is the scheme://host the client used, for the URLs the API
 	// builds (preview_url) when AbsoluteURLs is set.
 	Origin func(*http.Request) string
+	// MaxUpload bounds an uploaded file (POST /api/assets).
+	MaxUpload int64
 	// AbsoluteURLs makes preview_url absolute, as the Cloud spec's format
 	// says; by default it is relative, as OSS ComfyUI and its web app use it.
 	AbsoluteURLs bool
@@ -65,6 +67,9 @@ func fail(c *gin.Context, err error) {
 
 // Mount serves the asset endpoints on r.
 func Mount(r gin.IRouter, lib *assets.Library, opts Options) {
+	if opts.MaxUpload <= 0 {
+		opts.MaxUpload = 16 << 30
+	}
 	if opts.Origin == nil {
 		opts.Origin = func(r *http.Request) string { return "http://" + r.Host }
 	}
@@ -82,7 +87,7 @@ func (a *api) mount(r gin.IRouter) {
 	notImpl := func(c *gin.Context) {
 		fail(c, &Error{http.StatusNotImplemented, "NOT_IMPLEMENTED", c.Request.Method + " " + c.FullPath() + " is not implemented by comfyshim"})
 	}
-	r.POST("/api/assets", notImpl)
+	r.POST("/api/assets", a.upload)
 	r.PUT("/api/assets/:id", a.update)
 	r.DELETE("/api/assets/:id", notImpl)
 	r.POST("/api/assets/from-hash", notImpl)
@@ -115,6 +120,7 @@ type assetJSON struct {
 	IsImmutable    bool           `json:"is_immutable"`
 	DisplayName    string         `json:"display_name"`
 	LoaderPath     string         `json:"loader_path"`
+	AssetHash      string         `json:"asset_hash,omitempty"`
 }
 
 func timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }

@@ -54,6 +54,12 @@ type shim struct {
 // comfyshim mounts it, until the test ends.
 func serveDir(t testing.TB, d *comfyDir) *shim {
 	t.Helper()
+	return serveDirOpts(t, d, Options{MaxBody: 1 << 20})
+}
+
+// serveDirOpts is serveDir with the API's options of the test's choosing.
+func serveDirOpts(t testing.TB, d *comfyDir, opts Options) *shim {
+	t.Helper()
 	roots := []assets.Root{{Name: "input", Dir: d.Folder("input")}, {Name: "output", Dir: d.Folder("output")}, {Name: "models", Dir: d.Folder("models")}}
 	lib, err := assets.Open(roots, d.TagsFile(), assets.Options{FilesDebounce: 20 * time.Millisecond, TagsDebounce: 20 * time.Millisecond})
 	if err != nil {
@@ -61,7 +67,7 @@ func serveDir(t testing.TB, d *comfyDir) *shim {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
-	Mount(e, lib, Options{MaxBody: 1 << 20})
+	Mount(e, lib, opts)
 	e.NoRoute(func(c *gin.Context) {
 		if Owns(c.Request.URL.Path) {
 			fail(c, &Error{http.StatusNotFound, "NOT_FOUND", "no route"})

@@ -42,6 +42,7 @@ func CanonicalID(id string) (string, error) { return tagstore.CanonicalID(id) }
 
 // Library is the asset collection: ComfyUI's files joined with their tags.
 type Library struct {
+	roots []Root
 	files *catalog.Catalog
 	tags  *tagstore.Store
 	log   *slog.Logger
@@ -83,7 +84,7 @@ func Open(roots []Root, tagsFile string, opts Options) (*Library, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	l := &Library{log: opts.Logger, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	l := &Library{roots: roots, log: opts.Logger, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	l.updated = sync.NewCond(&l.mu)
 	// Reading the tags file and walking the folders take about as long as
 	// each other at 100k assets: do both at once.

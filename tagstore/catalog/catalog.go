@@ -472,6 +472,10 @@ func isPlaceholder(name string) bool {
 	return strings.HasPrefix(name, "put_") && strings.HasSuffix(name, "_here")
 }
 
+// NewFile describes the file named by rel inside root r, found in the real
+// folder dir, as a scan would: for a file the scan has not reached yet.
+func NewFile(r Root, rel, dir string, info fs.FileInfo) *File { return newFile(r, rel, dir, info) }
+
 func newFile(r Root, rel, dir string, info fs.FileInfo) *File {
 	root := r.Name
 	f := &File{

@@ -1,0 +1,207 @@
+package assetapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/comfyshim/comfyshim/tagstore/assets"
+)
+
+// maxField bounds a non-file form field of an upload.
+const maxField = 64 << 10
+
+// upload is POST /api/assets: a multipart upload (Cloud's fields file,
+// tags, name, user_metadata, id) streamed to disk and hashed on the way.
+// The tags choose the folder as OSS ComfyUI does: "models" with
+// "model_type:<category>" puts the file in that model folder, "output" in
+// output/, anything else in input/.
+func (a *api) upload(c *gin.Context) {
+	ct, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type"))
+	if ct != "multipart/form-data" {
+		fail(c, &Error{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", "send the file as multipart/form-data (uploads from a URL are not supported)"})
+		return
+	}
+	mr, err := c.Request.MultipartReader()
+	if err != nil {
+		fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", "reading the multipart body: " + err.Error()})
+		return
+	}
+	var staged *assets.Staged
+	defer func() {
+		if staged != nil {
+			staged.Discard()
+		}
+	}()
+	var fileName string
+	var tagValues []string
+	fields := map[string]string{}
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", "reading the multipart body: " + err.Error()})
+			return
+		}
+		switch name := part.FormName(); name {
+		case "file":
+			if staged != nil {
+				fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", "one file per upload"})
+				return
+			}
+			fileName = part.FileName()
+			staged, err = a.lib.Stage(part, a.opts.MaxUpload)
+			if err != nil {
+				fail(c, uploadError(err, a.opts.MaxUpload))
+				return
+			}
+		case "tags", "name", "user_metadata", "id", "mime_type", "preview_id":
+			v, err := io.ReadAll(io.LimitReader(part, maxField+1))
+			if err != nil || len(v) > maxField {
+				fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", fmt.Sprintf("field %q is unreadable or larger than %d bytes", name, maxField)})
+				return
+			}
+			if name == "tags" {
+				tagValues = append(tagValues, string(v))
+			} else {
+				fields[name] = string(v)
+			}
+		default:
+			fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", fmt.Sprintf("unknown field %q", name)})
+			return
+		}
+	}
+	if id := fields["id"]; id != "" {
+		// Ids are derived from paths here: one can only name an existing
+		// asset, which is then returned as it is (idempotent retries).
+		cid, err := assets.CanonicalID(id)
+		if err != nil {
+			fail(c, &Error{http.StatusBadRequest, "INVALID_ID", err.Error()})
+			return
+		}
+		if x, ok := a.lib.Get(cid); ok && !x.Missing {
+			c.JSON(http.StatusOK, createdJSON{assetJSON: a.toJSON(c, x), CreatedNew: false})
+			return
+		}
+		fail(c, &Error{http.StatusBadRequest, "INVALID_ID", "asset ids are derived from file paths here; an id can only name an existing asset"})
+		return
+	}
+	if staged == nil {
+		fail(c, &Error{http.StatusBadRequest, "MISSING_FILE", `no "file" part`})
+		return
+	}
+	tags, err := uploadTags(tagValues)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	root, category, err := uploadTarget(tags)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	if n := fields["name"]; n != "" {
+		fileName = n
+	}
+	fileName, err = assets.CleanName(fileName)
+	if err != nil {
+		fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", err.Error()})
+		return
+	}
+	u := assets.Update{Tags: &tags}
+	if m := fields["user_metadata"]; m != "" {
+		var obj map[string]any
+		if json.Unmarshal([]byte(m), &obj) != nil || obj == nil {
+			fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", `"user_metadata" must be a JSON object`})
+			return
+		}
+		u.Meta = json.RawMessage(m)
+	}
+	s := staged
+	staged = nil // Place consumes it
+	x, err := a.lib.Place(s, root, category, fileName, u)
+	if err != nil {
+		fail(c, uploadError(err, a.opts.MaxUpload))
+		return
+	}
+	out := createdJSON{assetJSON: a.toJSON(c, x), CreatedNew: true}
+	out.AssetHash = s.Hash
+	c.JSON(http.StatusCreated, out)
+}
+
+// createdJSON is Cloud's AssetCreated.
+type createdJSON struct {
+	assetJSON
+	CreatedNew bool `json:"created_new"`
+}
+
+// uploadTags reads the tags fields: repeated, comma-separated, or a JSON
+// array.
+func uploadTags(values []string) ([]string, error) {
+	var tags []string
+	for _, v := range values {
+		v = strings.TrimSpace(v)
+		if strings.HasPrefix(v, "[") {
+			var list []string
+			if err := json.Unmarshal([]byte(v), &list); err != nil {
+				return nil, &Error{http.StatusBadRequest, "INVALID_BODY", `"tags" is neither a JSON array of strings nor a comma-separated list`}
+			}
+			tags = append(tags, list...)
+			continue
+		}
+		tags = append(tags, tagList([]string{v})...)
+	}
+	if len(tags) > assets.MaxTagsPerRequest {
+		return nil, &Error{http.StatusBadRequest, "INVALID_BODY", fmt.Sprintf("%d tags; at most %d", len(tags), assets.MaxTagsPerRequest)}
+	}
+	if len(tags) == 0 {
+		return []string{}, nil
+	}
+	norm, err := assets.NormalizeTags(tags)
+	if err != nil {
+		return nil, &Error{http.StatusBadRequest, "INVALID_BODY", err.Error()}
+	}
+	return norm, nil
+}
+
+// uploadTarget chooses the folder from the tags.
+func uploadTarget(tags []string) (root, category string, err error) {
+	switch {
+	case slices.Contains(tags, "models"):
+		for _, t := range tags {
+			if c, ok := strings.CutPrefix(t, "model_type:"); ok {
+				if _, err := assets.CleanName(c); err != nil || strings.ContainsAny(c, `/\`) {
+					return "", "", &Error{http.StatusBadRequest, "INVALID_BODY", fmt.Sprintf("model_type %q is not a folder name", c)}
+				}
+				return "models", c, nil
+			}
+		}
+		return "", "", &Error{http.StatusBadRequest, "INVALID_BODY", `a "models" upload needs a "model_type:<category>" tag`}
+	case slices.Contains(tags, "output"):
+		return "output", "", nil
+	}
+	return "input", "", nil
+}
+
+func uploadError(err error, limit int64) *Error {
+	switch {
+	case errors.Is(err, assets.ErrUploadTooLarge):
+		return &Error{http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", fmt.Sprintf("the file is larger than %d bytes", limit)}
+	case errors.Is(err, assets.ErrBadName):
+		return &Error{http.StatusBadRequest, "INVALID_BODY", err.Error()}
+	case errors.Is(err, assets.ErrNoFolder):
+		return &Error{http.StatusServiceUnavailable, "NO_UPLOAD_FOLDER", err.Error()}
+	case errors.Is(err, assets.ErrInvalidTags):
+		return &Error{http.StatusBadRequest, "INVALID_BODY", err.Error()}
+	}
+	return &Error{http.StatusBadRequest, "UPLOAD_FAILED", "the upload did not complete: " + err.Error()}
+}

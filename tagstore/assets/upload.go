@@ -1,0 +1,203 @@
+package assets
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"unicode/utf8"
+
+	"lukechampine.com/blake3"
+
+	"github.com/comfyshim/comfyshim/tagstore"
+	"github.com/comfyshim/comfyshim/tagstore/catalog"
+)
+
+// Errors of uploads.
+var (
+	ErrUploadTooLarge = errors.New("the file is larger than the upload limit")
+	ErrBadName        = errors.New("not a usable file name")
+	ErrNoFolder       = errors.New("no folder for uploads is configured")
+)
+
+// Staged is an uploaded file written to disk but not yet placed: its bytes
+// are durable under a hidden temporary name.
+type Staged struct {
+	path string
+	dir  string // the root folder it was staged in
+	Size int64
+	Hash string // "blake3:<hex>"
+}
+
+// Stage writes r (at most limit bytes) to a hidden temporary file, hashing
+// it with BLAKE3 as it streams: memory stays flat whatever the size.
+func (l *Library) Stage(r io.Reader, limit int64) (*Staged, error) {
+	dir := l.rootDir("input", "")
+	if dir == "" {
+		return nil, ErrNoFolder
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	p := filepath.Join(dir, ".comfyshim-upload-"+hex.EncodeToString(rnd[:])+".part")
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	h := blake3.New(32, nil)
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, limit+1))
+	if err == nil && n > limit {
+		err = ErrUploadTooLarge
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(p)
+		return nil, err
+	}
+	return &Staged{path: p, dir: dir, Size: n, Hash: "blake3:" + hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// Discard removes a staged file that will not be placed.
+func (s *Staged) Discard() { _ = os.Remove(s.path) }
+
+// rootDir is the folder of root (for models, of category within it), or ""
+// when none is configured.
+func (l *Library) rootDir(root, category string) string {
+	for _, r := range l.roots {
+		if r.Name == root && r.Category == "" {
+			if category != "" {
+				return filepath.Join(r.Dir, category)
+			}
+			return r.Dir
+		}
+	}
+	return ""
+}
+
+// CleanName checks a client's file name: a base name (any folder part
+// dropped), valid UTF-8, no control characters, not hidden.
+func CleanName(name string) (string, error) {
+	name = strings.TrimSpace(path.Base(strings.ReplaceAll(name, `\`, "/")))
+	switch {
+	case name == "" || name == "." || name == ".." || name == "/":
+		return "", fmt.Errorf("%w: empty", ErrBadName)
+	case strings.HasPrefix(name, "."):
+		return "", fmt.Errorf("%w: %q is hidden", ErrBadName, name)
+	case len(name) > 255 || !utf8.ValidString(name):
+		return "", fmt.Errorf("%w: too long or not UTF-8", ErrBadName)
+	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f || strings.ContainsRune(`:*?"<>|`, r) }):
+		return "", fmt.Errorf("%w: %q has characters Windows refuses", ErrBadName, name)
+	}
+	return name, nil
+}
+
+// Place moves a staged file to root (for models, into category) under name,
+// or name (1), name (2)... if taken, never replacing a file; applies u to
+// the new asset's entry; and returns the asset. The staged file is gone
+// afterwards either way.
+func (l *Library) Place(s *Staged, root, category, name string, u Update) (Asset, error) {
+	defer s.Discard()
+	dir := l.rootDir(root, category)
+	if dir == "" {
+		return Asset{}, fmt.Errorf("%w (%s)", ErrNoFolder, root)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Asset{}, err
+	}
+	ext := path.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	final := ""
+	for i := 0; i < 10000 && final == ""; i++ {
+		try := name
+		if i > 0 {
+			try = fmt.Sprintf("%s (%d)%s", stem, i, ext)
+		}
+		p := filepath.Join(dir, try)
+		// A link never replaces an existing file; a copy is the fallback
+		// across filesystems (models on another disk).
+		err := os.Link(s.path, p)
+		if err != nil && !errors.Is(err, os.ErrExist) {
+			err = copyNew(s.path, p)
+		}
+		switch {
+		case err == nil:
+			final = try
+		case !errors.Is(err, os.ErrExist):
+			return Asset{}, err
+		}
+	}
+	if final == "" {
+		return Asset{}, fmt.Errorf("%w: every variant of %q is taken", ErrBadName, name)
+	}
+	if err := tagstore.SyncDir(dir); err != nil {
+		return Asset{}, err
+	}
+	rel := final
+	if category != "" {
+		rel = category + "/" + final
+	}
+	info, err := os.Stat(filepath.Join(dir, final))
+	if err != nil {
+		return Asset{}, err
+	}
+	f := catalog.NewFile(Root{Name: root}, rel, dir, info)
+	a := Asset{File: f, Tags: DefaultTags(f)}
+	// An uploaded file carries its defaults, "uploaded" (as OSS ComfyUI
+	// tags what came through an upload) and the tags asked for.
+	tags := append(append([]string{UploadedTag}, a.Tags...), derefTags(u.Tags)...)
+	u.Tags = &tags
+	if _, err := l.tags.Set(f.ID, tagstore.Entry{Path: f.Path(), Tags: a.Tags}, u); err != nil {
+		return Asset{}, err
+	}
+	l.Changed()
+	if e, ok := l.tags.Get(f.ID); ok {
+		a.Tags = e.Tags
+	}
+	return a, nil
+}
+
+// UploadedTag marks files that came through an upload.
+const UploadedTag = "uploaded"
+
+func derefTags(t *[]string) []string {
+	if t == nil {
+		return nil
+	}
+	return *t
+}
+
+// copyNew copies from into a new file to (failing if it exists), durably.
+func copyNew(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(dst, src)
+	if err == nil {
+		err = dst.Sync()
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(to)
+	}
+	return err
+}
