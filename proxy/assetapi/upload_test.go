@@ -128,9 +128,9 @@ func TestUpload(t *testing.T) {
 		parts []part
 		want  int
 	}{
-		{[]part{{"tags", "", "a"}}, 400},                                    // no file
-		{[]part{{"file", ".hidden", "x"}}, 400},                             // hidden name
-		{[]part{{"file", "a.png", "x"}, {"tags", "", "models"}}, 400},       // a model needs its category
+		{[]part{{"tags", "", "a"}}, 400},                              // no file
+		{[]part{{"file", ".hidden", "x"}}, 400},                       // hidden name
+		{[]part{{"file", "a.png", "x"}, {"tags", "", "models"}}, 400}, // a model needs its category
 		{[]part{{"file", "a.png", "x"}, {"tags", "", "models,model_type:../x"}}, 400},
 		{[]part{{"file", "a.png", "x"}, {"user_metadata", "", "[1]"}}, 400}, // not an object
 		{[]part{{"file", "a.png", "x"}, {"bogus", "", "1"}}, 400},
