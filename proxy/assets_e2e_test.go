@@ -29,7 +29,7 @@ func TestAssetRoutesAreNeverForwarded(t *testing.T) {
 	}{
 		{"POST", "/api/assets", 415, "UNSUPPORTED_MEDIA_TYPE"},
 		{"PUT", "/api/assets/" + id, 200, ""},
-		{"DELETE", "/api/assets/" + id, 501, "NOT_IMPLEMENTED"},
+		{"DELETE", "/api/assets/00000000-0000-4000-8000-000000000009", 404, "ASSET_NOT_FOUND"},
 		{"POST", "/api/assets/from-hash", 501, "NOT_IMPLEMENTED"},
 		{"GET", "/api/assets/remote-metadata", 501, "NOT_IMPLEMENTED"},
 		{"POST", "/api/assets/download", 501, "NOT_IMPLEMENTED"},

@@ -474,3 +474,28 @@ func TestIdleWebsocketIsNotCut(t *testing.T) {
 		t.Fatalf("after idling: %q %v", got, err)
 	}
 }
+
+// TestEmptyUpstream404KeepsTheConnection: ComfyUI's empty-bodied 404 must
+// reach the client as it is, leaving the keep-alive connection usable for
+// the next request (a non-idempotent one is never retried by clients).
+func TestEmptyUpstream404KeepsTheConnection(t *testing.T) {
+	_, ts := startUpstream(t)
+	s := startShim(t, testConfig(t, ts.URL))
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	for n := 0; n < 200; n++ {
+		resp, err := client.Do(mustReq(t, "GET", s.URL+"/api/nothing-here", strings.NewReader("body")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 404 || len(body) != 0 {
+			t.Fatalf("404 answer %d %q", resp.StatusCode, body)
+		}
+		resp, err = client.Do(mustReq(t, "PATCH", s.URL+"/api/echo", strings.NewReader("body")))
+		if err != nil {
+			t.Fatalf("request %d after an empty 404: %v", n, err)
+		}
+		resp.Body.Close()
+	}
+}

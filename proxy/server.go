@@ -248,6 +248,13 @@ func (s *Server) forwardHandler(c *gin.Context) {
 		c.Request.Body = cb
 	}
 	s.forward.ServeHTTP(tw, c.Request)
+	// A response with an empty body (ComfyUI's 404s) never calls Write, and
+	// gin, seeing nothing written, would append its own "404 page not
+	// found" past the Content-Length: 0 already sent, garbling the
+	// connection for the client's next request. Commit the header now.
+	if tw.conn == nil {
+		c.Writer.WriteHeaderNow()
+	}
 	if tw.conn != nil {
 		s.untrack(tw.conn)
 		c.Set(upgradedKey, true)

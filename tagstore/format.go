@@ -43,6 +43,8 @@ type Entry struct {
 	UpdatedAt time.Time
 	Name      string          // the asset's name when set through the API, else ""
 	Meta      json.RawMessage // user_metadata: a compact JSON object, or nil
+
+	gone bool // in a change set: the entry is deleted
 }
 
 // sameContent says two entries say the same about an asset (their time

@@ -35,11 +35,12 @@ type journalEntry struct {
 	UpdatedAt    string          `json:"updated_at,omitempty"`
 	Name         string          `json:"name,omitempty"`
 	UserMetadata json.RawMessage `json:"user_metadata,omitempty"`
+	Deleted      bool            `json:"deleted,omitempty"` // the asset's entry was deleted
 	Before       *journalEntry   `json:"before,omitempty"`
 }
 
 func toJournal(id string, e Entry) journalEntry {
-	je := journalEntry{ID: id, Path: e.Path, Tags: e.Tags, Name: e.Name, UserMetadata: e.Meta}
+	je := journalEntry{ID: id, Path: e.Path, Tags: e.Tags, Name: e.Name, UserMetadata: e.Meta, Deleted: e.gone}
 	if !e.UpdatedAt.IsZero() {
 		je.UpdatedAt = e.UpdatedAt.UTC().Format(time.RFC3339Nano)
 	}
@@ -148,7 +149,7 @@ func (je journalEntry) entry() (Entry, error) {
 			return Entry{}, err
 		}
 	}
-	e := Entry{Path: je.Path, Tags: sortedUnique(je.Tags), Name: je.Name}
+	e := Entry{Path: je.Path, Tags: sortedUnique(je.Tags), Name: je.Name, gone: je.Deleted}
 	if len(e.Tags) > MaxTagsPerAsset {
 		return Entry{}, fmt.Errorf("asset %s: too many tags", je.ID)
 	}

@@ -93,6 +93,7 @@ type op struct {
 	tags   []string
 	remove bool
 	update *Update // set: replace what it names instead of adding or removing tags
+	del    bool    // delete the entry
 	reply  chan opResult
 }
 
@@ -338,6 +339,13 @@ func (s *Store) Set(id string, seed Entry, u Update) (Entry, error) {
 	return e, nil
 }
 
+// Delete removes asset id's entry (its tags, name and user_metadata), once
+// durably; deleting an entry that does not exist changes nothing.
+func (s *Store) Delete(id string) error {
+	_, err := s.submitOp(&op{id: id, del: true})
+	return err
+}
+
 func (s *Store) mutate(id string, seed Entry, tags []string, remove bool) (Change, error) {
 	norm, err := NormalizeTags(tags)
 	if err != nil {
@@ -347,14 +355,18 @@ func (s *Store) mutate(id string, seed Entry, tags []string, remove bool) (Chang
 }
 
 func (s *Store) submit(id string, seed Entry, norm []string, remove bool, u *Update) (Change, error) {
-	cid, err := CanonicalID(id)
+	return s.submitOp(&op{id: id, seed: seed, tags: norm, remove: remove, update: u})
+}
+
+func (s *Store) submitOp(o *op) (Change, error) {
+	cid, err := CanonicalID(o.id)
 	if err != nil {
 		return Change{}, err
 	}
 	if s.closed.Load() {
 		return Change{}, ErrClosed
 	}
-	o := &op{id: cid, seed: seed, tags: norm, remove: remove, update: u, reply: make(chan opResult, 1)}
+	o.id, o.reply = cid, make(chan opResult, 1)
 	select {
 	case s.ops <- o:
 	case <-s.quit:
@@ -496,7 +508,20 @@ func (s *Store) apply(batch []*op) (map[string]Entry, []opResult) {
 	overlay := map[string]Entry{}
 	results := make([]opResult, len(batch))
 	for i, o := range batch {
+		if o.del {
+			_, inDoc := s.doc[o.id]
+			if prev, inOverlay := overlay[o.id]; (inOverlay && !prev.gone) || (!inOverlay && inDoc) {
+				overlay[o.id] = Entry{gone: true, UpdatedAt: now}
+				s.stamp = now
+			}
+			continue
+		}
 		cur, ok := overlay[o.id]
+		if ok && cur.gone {
+			ok, cur = false, Entry{}
+			cur = Entry{Path: o.seed.Path, Tags: sortedUnique(o.seed.Tags)}
+			ok = true
+		}
 		if !ok {
 			if cur, ok = s.doc[o.id]; !ok {
 				cur = Entry{Path: o.seed.Path, Tags: sortedUnique(o.seed.Tags)}
@@ -584,18 +609,34 @@ func (s *Store) fileEntry(id string) baseEntry {
 // hand save.
 func (s *Store) publish(overlay map[string]Entry) {
 	var added []string
-	for id := range overlay {
+	removed := map[string]bool{}
+	for id, e := range overlay {
 		old, had := s.doc[id]
 		if _, noted := s.baseOld[id]; !noted {
 			s.baseOld[id] = baseEntry{old, had}
 		}
-		if !had {
+		switch {
+		case e.gone && had:
+			removed[id] = true
+		case !e.gone && !had:
 			added = append(added, id)
 		}
 	}
 	if len(added) > 0 {
 		slices.Sort(added)
 		s.ids, s.raws = mergeSorted(s.ids, s.raws, added)
+	}
+	if len(removed) > 0 {
+		keep := 0
+		for i, id := range s.ids {
+			if !removed[id] {
+				s.ids[keep], s.raws[keep] = id, s.raws[i]
+				keep++
+			}
+		}
+		clear(s.ids[keep:])
+		clear(s.raws[keep:])
+		s.ids, s.raws = s.ids[:keep], s.raws[:keep]
 	}
 	old := *s.counts.Load()
 	counts := make(map[string]int, len(old)+4)
@@ -612,6 +653,11 @@ func (s *Store) publish(overlay map[string]Entry) {
 				}
 			}
 		}
+		changed = append(changed, id)
+		if e.gone {
+			delete(s.doc, id)
+			continue
+		}
 		for _, t := range e.Tags {
 			counts[t]++
 		}
@@ -619,7 +665,6 @@ func (s *Store) publish(overlay map[string]Entry) {
 		if i, ok := slices.BinarySearch(s.ids, id); ok {
 			s.raws[i] = nil // rendered again at the next compaction
 		}
-		changed = append(changed, id)
 	}
 	s.docMu.Unlock()
 	s.counts.Store(&counts)
@@ -876,6 +921,10 @@ func replay(file map[string]Entry, recs []journalRecord) (next map[string]Entry,
 			e, _ := je.entry() // checked when read
 			if _, seen := written[id]; !seen {
 				written[id] = je.before()
+			}
+			if e.gone {
+				delete(cur, id)
+				continue
 			}
 			cur[id] = e
 		}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -588,5 +589,54 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDelete: a deleted entry is gone from the journal's replay (a crash
+// before compaction) and from the JSON file after it; an asset deleted and
+// tagged again in one run starts from its defaults.
+func TestDelete(t *testing.T) {
+	s, path := openTemp(t)
+	if _, err := s.Add(idA, Entry{Path: "input/a.png", Tags: []string{"input"}}, []string{"keep"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Add(idB, Entry{Path: "input/b.png", Tags: []string{"input"}}, []string{"gone"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(idB); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(idB); err != nil { // again: nothing to do
+		t.Fatal(err)
+	}
+	if _, ok := s.Get(idB); ok || s.TagCounts()["gone"] != 0 || s.Len() != 1 {
+		t.Fatalf("after Delete: len %d, counts %v", s.Len(), s.TagCounts())
+	}
+	dir := t.TempDir()
+	copyFile(t, path, filepath.Join(dir, "tags.json"))
+	copyFile(t, path+".journal", filepath.Join(dir, "tags.json.journal"))
+	s2, err := Open(filepath.Join(dir, "tags.json"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s2.Get(idB); ok {
+		t.Fatal("a deleted entry came back from the journal")
+	}
+	if a, ok := s2.Get(idA); !ok || !slices.Contains(a.Tags, "keep") {
+		t.Fatalf("the other entry: %+v", a)
+	}
+	s2.Close()
+	if err := s.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	if file := readFile(t, path); len(file) != 1 || file[idB].Tags != nil {
+		t.Fatalf("file after compaction: %v", file)
+	}
+	ch, err := s.Add(idB, Entry{Path: "input/b.png", Tags: []string{"input"}}, []string{"new"})
+	if err != nil || strings.Join(ch.Tags, ",") != "input,new" {
+		t.Fatalf("re-tagged: %+v %v", ch, err)
 	}
 }

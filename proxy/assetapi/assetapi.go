@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -89,7 +90,7 @@ func (a *api) mount(r gin.IRouter) {
 	}
 	r.POST("/api/assets", a.upload)
 	r.PUT("/api/assets/:id", a.update)
-	r.DELETE("/api/assets/:id", notImpl)
+	r.DELETE("/api/assets/:id", a.remove)
 	r.POST("/api/assets/from-hash", notImpl)
 	r.GET("/api/assets/remote-metadata", notImpl)
 	r.POST("/api/assets/download", notImpl)
@@ -280,6 +281,30 @@ func (a *api) update(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, a.toJSON(c, x))
+}
+
+// remove is DELETE /api/assets/{id}: the file (input, output, temp; a
+// model's only with ?delete_content=true) and its entry in the tags file.
+func (a *api) remove(c *gin.Context) {
+	x, ok := a.lookup(c)
+	if !ok {
+		return
+	}
+	withModel, err := boolParam(c.Request.URL.Query(), "delete_content", false)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	switch err := a.lib.Delete(x, withModel); {
+	case errors.Is(err, assets.ErrProtected):
+		fail(c, &Error{http.StatusConflict, "MODEL_FILE_PROTECTED", "model files are deleted only with ?delete_content=true; nothing was changed"})
+	case err != nil && errors.Is(err, os.ErrNotExist):
+		fail(c, &Error{http.StatusNotFound, "ASSET_NOT_FOUND", "the asset's file is already gone"})
+	case err != nil:
+		fail(c, storeError(err))
+	default:
+		c.Status(http.StatusNoContent)
+	}
 }
 
 // readBody reads a JSON request body within the size bound.

@@ -156,3 +156,54 @@ func TestUpload(t *testing.T) {
 	}
 	_ = http.StatusOK
 }
+
+// TestDeleteAsset: an input or output asset goes with its file and tags, at
+// once for the next read; a model file only on explicit request; a
+// missing asset's entry alone; unknown ids are 404.
+func TestDeleteAsset(t *testing.T) {
+	f := newFixture(t)
+	id := f.ids["photo.png"]
+	if st, body := call(t, "POST", f.url("/api/assets/"+id+"/tags"), `{"tags":["doomed"]}`); st != 200 {
+		t.Fatalf("%d %s", st, body)
+	}
+	if st, body := call(t, "DELETE", f.url("/api/assets/"+id), ""); st != 204 {
+		t.Fatalf("DELETE: %d %s", st, body)
+	}
+	if _, err := os.Stat(filepath.Join(f.Folder("input"), "photo.png")); !os.IsNotExist(err) {
+		t.Fatalf("the file is still there: %v", err)
+	}
+	if st, _ := call(t, "GET", f.url("/api/assets/"+id), ""); st != 404 {
+		t.Fatalf("GET after DELETE: %d", st)
+	}
+	if _, body := call(t, "GET", f.url("/api/tags?include_zero=true&prefix=doomed"), ""); strings.Contains(string(body), "doomed") {
+		t.Fatalf("its tags are still in the tags file: %s", body)
+	}
+	if st, _ := call(t, "DELETE", f.url("/api/assets/"+id), ""); st != 404 {
+		t.Fatalf("second DELETE: %d", st)
+	}
+	// A model: refused without delete_content, file and tags untouched.
+	model := f.ids["sd15.safetensors"]
+	if st, body := call(t, "DELETE", f.url("/api/assets/"+model), ""); st != 409 {
+		t.Fatalf("DELETE of a model without delete_content: %d %s", st, body)
+	}
+	if _, err := os.Stat(filepath.Join(f.Folder("models"), "checkpoints", "sd15.safetensors")); err != nil {
+		t.Fatal("a refused DELETE removed the model")
+	}
+	if st, body := call(t, "DELETE", f.url("/api/assets/"+model+"?delete_content=true"), ""); st != 204 {
+		t.Fatalf("DELETE of a model with delete_content: %d %s", st, body)
+	}
+	// A missing asset (its file removed by hand): its entry goes.
+	out := f.ids["ComfyUI_00001_.png"]
+	call(t, "POST", f.url("/api/assets/"+out+"/tags"), `{"tags":["kept"]}`)
+	os.Remove(filepath.Join(f.Folder("output"), "ComfyUI_00001_.png"))
+	waitFor(t, func() bool {
+		_, body := call(t, "GET", f.url("/api/assets/"+out), "")
+		return strings.Contains(string(body), `"missing"`)
+	})
+	if st, body := call(t, "DELETE", f.url("/api/assets/"+out), ""); st != 204 {
+		t.Fatalf("DELETE of a missing asset: %d %s", st, body)
+	}
+	if st, _ := call(t, "GET", f.url("/api/assets/"+out), ""); st != 404 {
+		t.Fatalf("GET of a deleted missing asset: %d", st)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"lukechampine.com/blake3"
@@ -161,7 +162,12 @@ func (l *Library) Place(s *Staged, root, category, name string, u Update) (Asset
 	if _, err := l.tags.Set(f.ID, tagstore.Entry{Path: f.Path(), Tags: a.Tags}, u); err != nil {
 		return Asset{}, err
 	}
-	l.Changed()
+	// The folder watch lists the new file in the background; the caller's
+	// next read must find it, so wait (boundedly) for that.
+	l.waitListed(f.ID, true, 5*time.Second)
+	if listed, ok := l.Get(f.ID); ok {
+		return listed, nil
+	}
 	if e, ok := l.tags.Get(f.ID); ok {
 		a.Tags = e.Tags
 	}
@@ -200,4 +206,61 @@ func copyNew(from, to string) error {
 		_ = os.Remove(to)
 	}
 	return err
+}
+
+// ErrProtected refuses deleting a model file without the caller saying so.
+var ErrProtected = errors.New("model files are deleted only when the request asks for it explicitly")
+
+// Delete removes an asset: its file (for input, output and temp; a model's
+// only with withModelFile) and its entry in the tags file. A missing
+// asset's entry is removed alone.
+func (l *Library) Delete(a Asset, withModelFile bool) error {
+	if !a.Missing {
+		if a.Root == "models" && !withModelFile {
+			return ErrProtected
+		}
+		f, err := l.files.Open(a.File) // the file the catalog listed, in its real folder
+		if err != nil {
+			return err
+		}
+		p := f.Name()
+		_ = f.Close()
+		// Remove never follows a symlink: at worst a link put there since
+		// the scan goes, not its target.
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		_ = tagstore.SyncDir(filepath.Dir(p))
+	}
+	if err := l.tags.Delete(a.ID); err != nil {
+		return err
+	}
+	l.waitTags(l.tags.Generation())
+	if !a.Missing {
+		// The folder watch drops the file in the background; the caller's
+		// next read must not find it, so wait (boundedly) for that.
+		l.waitListed(a.ID, false, 5*time.Second)
+	}
+	return nil
+}
+
+// waitListed waits until the index lists id (or no longer does), or d
+// passes.
+func (l *Library) waitListed(id string, listed bool, d time.Duration) {
+	stop := time.AfterFunc(d, func() { l.mu.Lock(); l.updated.Broadcast(); l.mu.Unlock() })
+	defer stop.Stop()
+	deadline := time.Now().Add(d)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for time.Now().Before(deadline) {
+		if _, ok := l.index.Load().position(id); ok == listed {
+			return
+		}
+		select {
+		case <-l.quit:
+			return
+		default:
+		}
+		l.updated.Wait()
+	}
 }
