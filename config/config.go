@@ -61,6 +61,10 @@ type Config struct {
 	ViewRedirect string
 	// ViewURLLifetime is how long a signed /api/view URL stays valid.
 	ViewURLLifetime time.Duration
+	// HashFiles names which assets' files are hashed (BLAKE3) in the
+	// background for lookups by hash: "none", "models" or "all". Uploads
+	// are hashed as they stream in, whatever this says.
+	HashFiles string
 	// AbsolutePreviewURLs makes assets' preview_url absolute (the Cloud
 	// spec's form); relative by default, as OSS ComfyUI's web app uses it.
 	AbsolutePreviewURLs bool
@@ -95,6 +99,7 @@ func Default() Config {
 		UpstreamHeaderTimeout: 5 * time.Minute,
 		SessionLifetime:       30 * 24 * time.Hour,
 		ViewRedirect:          "auto",
+		HashFiles:             "models",
 		ViewURLLifetime:       5 * time.Minute,
 		WSPingInterval:        30 * time.Second,
 		LogLevel:              "info",
@@ -211,6 +216,16 @@ var settings = []setting{
 	{key: "view_url_lifetime", flag: "view-url-lifetime", usage: "how long a signed /api/view URL stays valid (e.g. 5m)",
 		set: func(c *Config, v string) error { return setDuration(&c.ViewURLLifetime, v) },
 		get: func(c *Config) string { return c.ViewURLLifetime.String() }},
+	{key: "hash_files", flag: "hash-files", usage: "whose files are hashed in the background for lookups by hash: none, models, all",
+		set: func(c *Config, v string) error {
+			switch v {
+			case "none", "models", "all":
+				c.HashFiles = v
+				return nil
+			}
+			return fmt.Errorf("want none, models or all, got %q", v)
+		},
+		get: func(c *Config) string { return c.HashFiles }},
 	{key: "absolute_preview_urls", flag: "absolute-preview-urls", usage: "make assets' preview_url absolute (scheme://host/...) instead of relative",
 		set: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)

@@ -107,6 +107,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	ao := opts.Assets
 	ao.Logger, ao.OnReload, ao.OnWrite, ao.OnCompact = log, m.sidecarReloaded, m.sidecarWritten, m.sidecarCompacted
+	switch cfg.HashFiles {
+	case "models":
+		ao.HashRoots = []string{"models"}
+	case "all":
+		ao.HashRoots = []string{"models", "input", "output", "temp"}
+	}
 	lib, err := assets.Open(assetRoots(cfg, log), cfg.TagsFile, ao)
 	if err != nil {
 		return nil, err

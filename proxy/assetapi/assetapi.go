@@ -91,10 +91,10 @@ func (a *api) mount(r gin.IRouter) {
 	r.POST("/api/assets", a.upload)
 	r.PUT("/api/assets/:id", a.update)
 	r.DELETE("/api/assets/:id", a.remove)
-	r.POST("/api/assets/from-hash", notImpl)
+	r.POST("/api/assets/from-hash", a.fromHash)
 	r.GET("/api/assets/remote-metadata", notImpl)
 	r.POST("/api/assets/download", notImpl)
-	r.HEAD("/api/assets/hash/:hash", notImpl)
+	r.HEAD("/api/assets/hash/:hash", a.hasHash)
 }
 
 // Owns reports whether a path belongs to the asset API, so requests the
@@ -162,6 +162,9 @@ func (a *api) toJSON(c *gin.Context, x assets.Asset) assetJSON {
 				out.UserMetadata[k] = v
 			}
 		}
+	}
+	if h, ok := a.lib.Hash(x); ok {
+		out.AssetHash = h
 	}
 	if x.Root != "models" && !x.Missing { // ComfyUI's /view serves input, output and temp only
 		sub, file := path.Split(x.Rel)

@@ -61,7 +61,7 @@ func serveDir(t testing.TB, d *comfyDir) *shim {
 func serveDirOpts(t testing.TB, d *comfyDir, opts Options) *shim {
 	t.Helper()
 	roots := []assets.Root{{Name: "input", Dir: d.Folder("input")}, {Name: "output", Dir: d.Folder("output")}, {Name: "models", Dir: d.Folder("models")}}
-	lib, err := assets.Open(roots, d.TagsFile(), assets.Options{FilesDebounce: 20 * time.Millisecond, TagsDebounce: 20 * time.Millisecond})
+	lib, err := assets.Open(roots, d.TagsFile(), assets.Options{FilesDebounce: 20 * time.Millisecond, TagsDebounce: 20 * time.Millisecond, HashRoots: []string{"models"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -205,3 +205,118 @@ func uploadError(err error, limit int64) *Error {
 	}
 	return &Error{http.StatusBadRequest, "UPLOAD_FAILED", "the upload did not complete: " + err.Error()}
 }
+
+// validHash checks a "blake3:<64 hex>" content hash.
+func validHash(h string) bool {
+	hex, ok := strings.CutPrefix(h, "blake3:")
+	if !ok || len(hex) != 64 {
+		return false
+	}
+	for _, c := range hex {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// hasHash is HEAD /api/assets/hash/{hash}: 200 when a listed asset has
+// that content (as far as the background hashing knows), else 404.
+func (a *api) hasHash(c *gin.Context) {
+	h := c.Param("hash")
+	if !validHash(h) {
+		fail(c, &Error{http.StatusBadRequest, "INVALID_HASH", "want blake3:<64 lowercase hex digits>"})
+		return
+	}
+	if _, ok := a.lib.ByHash(h); ok {
+		c.Status(http.StatusOK)
+		return
+	}
+	c.Status(http.StatusNotFound)
+}
+
+// fromHash is POST /api/assets/from-hash: a new asset with the content of
+// an existing one (a copy in the folder the tags choose, under name).
+func (a *api) fromHash(c *gin.Context) {
+	body, ok := a.readBody(c)
+	if !ok {
+		return
+	}
+	var req struct {
+		Hash         string          `json:"hash"`
+		Name         string          `json:"name"`
+		Tags         []string        `json:"tags"`
+		UserMetadata json.RawMessage `json:"user_metadata"`
+		MimeType     string          `json:"mime_type"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", "want {hash, tags, name?, user_metadata?}: " + err.Error()})
+		return
+	}
+	if !validHash(req.Hash) {
+		fail(c, &Error{http.StatusBadRequest, "INVALID_HASH", "want blake3:<64 lowercase hex digits>"})
+		return
+	}
+	if len(req.Tags) == 0 {
+		fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", `"tags" needs at least one tag`})
+		return
+	}
+	tags, err := uploadTags([]string{mustJSON(req.Tags)})
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	root, category, err := uploadTarget(tags)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	src, ok := a.lib.ByHash(req.Hash)
+	if !ok {
+		fail(c, &Error{http.StatusNotFound, "ASSET_NOT_FOUND", "no asset with content " + req.Hash + " is known"})
+		return
+	}
+	name := req.Name
+	if name == "" {
+		name = src.Name
+	}
+	if name, err = assets.CleanName(name); err != nil {
+		fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", err.Error()})
+		return
+	}
+	u := assets.Update{Tags: &tags}
+	if len(req.UserMetadata) > 0 && string(req.UserMetadata) != "null" {
+		u.Meta = req.UserMetadata
+	}
+	f, err := a.lib.Open(src)
+	if err != nil {
+		fail(c, &Error{http.StatusNotFound, "ASSET_NOT_FOUND", "the asset with that content is no longer readable"})
+		return
+	}
+	staged, err := a.lib.Stage(f, a.opts.MaxUpload)
+	f.Close()
+	if err != nil {
+		fail(c, uploadError(err, a.opts.MaxUpload))
+		return
+	}
+	if staged.Hash != req.Hash {
+		staged.Discard()
+		fail(c, &Error{http.StatusConflict, "HASH_MISMATCH", "the file with that hash changed; try again"})
+		return
+	}
+	x, err := a.lib.Place(staged, root, category, name, u)
+	if err != nil {
+		fail(c, uploadError(err, a.opts.MaxUpload))
+		return
+	}
+	out := createdJSON{assetJSON: a.toJSON(c, x), CreatedNew: true}
+	out.AssetHash = req.Hash
+	c.JSON(http.StatusCreated, out)
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"lukechampine.com/blake3"
 
@@ -205,5 +206,65 @@ func TestDeleteAsset(t *testing.T) {
 	}
 	if st, _ := call(t, "GET", f.url("/api/assets/"+out), ""); st != 404 {
 		t.Fatalf("GET of a deleted missing asset: %d", st)
+	}
+}
+
+// TestHashLookups: model files are hashed in the background and uploads as
+// they arrive; HEAD /api/assets/hash finds them, from-hash copies one into
+// a new asset, unknown or malformed hashes are 404 and 400.
+func TestHashLookups(t *testing.T) {
+	f := newFixture(t)
+	if !f.s.lib.WaitHashed(10 * time.Second) {
+		t.Fatal("the models were not hashed")
+	}
+	head := func(h string) int {
+		resp, err := testClient.Do(mustReq(t, "HEAD", f.url("/api/assets/hash/"+h), nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	model := blake3Of("0123456789") // sd15.safetensors
+	if st := head(model); st != 200 {
+		t.Fatalf("HEAD of a model's hash: %d", st)
+	}
+	if st := head(blake3Of("nothing has this")); st != 404 {
+		t.Fatalf("HEAD of an unknown hash: %d", st)
+	}
+	if st := head("blake3:XYZ"); st != 400 {
+		t.Fatalf("HEAD of a malformed hash: %d", st)
+	}
+	_, body := call(t, "GET", f.url("/api/assets/"+f.ids["sd15.safetensors"]), "")
+	if !strings.Contains(string(body), `"asset_hash":"`+model+`"`) {
+		t.Fatalf("a hashed asset lacks its asset_hash: %s", body)
+	}
+	// An upload is known by its hash at once (input files are not hashed in
+	// the background here).
+	content := "uploaded content"
+	upload(t, f.url("/api/assets"), part{"file", "u.png", content})
+	if st := head(blake3Of(content)); st != 200 {
+		t.Fatalf("HEAD of an upload's hash: %d", st)
+	}
+	st, body := call(t, "POST", f.url("/api/assets/from-hash"), `{"hash":"`+model+`","name":"copy.safetensors","tags":["models","model_type:loras","mine"]}`)
+	c := decode[created](t, body)
+	if st != 201 || c.AssetHash != model || c.LoaderPath != "copy.safetensors" || !strings.Contains(strings.Join(c.Tags, ","), "mine") {
+		t.Fatalf("from-hash: %d %s", st, body)
+	}
+	if got, _ := os.ReadFile(filepath.Join(f.Folder("models"), "loras", "copy.safetensors")); string(got) != "0123456789" {
+		t.Fatalf("from-hash content: %q", got)
+	}
+	for _, bad := range []struct {
+		body string
+		want int
+	}{
+		{`{"hash":"` + blake3Of("none") + `","tags":["input"]}`, 404},
+		{`{"hash":"sha1:00","tags":["input"]}`, 400},
+		{`{"hash":"` + model + `","tags":[]}`, 400},
+		{`{"hash":"` + model + `","tags":["input"],"extra":1}`, 400},
+	} {
+		if st, body := call(t, "POST", f.url("/api/assets/from-hash"), bad.body); st != bad.want {
+			t.Errorf("from-hash %s: %d %s", bad.body, st, body)
+		}
 	}
 }

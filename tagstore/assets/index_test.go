@@ -3,11 +3,13 @@ package assets
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/comfyshim/comfyshim/tagstore"
 	"github.com/comfyshim/comfyshim/tagstore/catalog"
@@ -161,5 +163,59 @@ func TestUpdateLeavesTheOldIndexAlone(t *testing.T) {
 	}
 	if old.Counts["new"] != 0 || nx.Counts["new"] != 3 || nx.Counts["output"] != 2497 {
 		t.Fatalf("counts old %v new %v", old.Counts, nx.Counts)
+	}
+}
+
+// TestHashCacheSurvivesRestart: background hashes are cached beside the
+// tags file by size and modification time, known at once after a restart,
+// and recomputed when the file changes.
+func TestHashCacheSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	models := filepath.Join(dir, "models")
+	p := filepath.Join(models, "checkpoints", "m.safetensors")
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	os.WriteFile(p, []byte("weights"), 0o644)
+	tags := filepath.Join(dir, "tags.json")
+	open := func() *Library {
+		l, err := Open([]Root{{Name: "models", Dir: models}}, tags, Options{HashRoots: []string{"models"}, FilesDebounce: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	l := open()
+	if !l.WaitHashed(10 * time.Second) {
+		t.Fatal("not hashed")
+	}
+	a := l.Current().at(0)
+	h1, _ := l.Hash(a)
+	l.Close()
+	if _, err := os.Stat(tags + ".hashes"); err != nil {
+		t.Fatal(err)
+	}
+	l = open()
+	defer l.Close()
+	if h, ok := l.Hash(l.Current().at(0)); !ok || h != h1 {
+		t.Fatalf("after a restart: %q %v, want %q", h, ok, h1)
+	}
+	os.WriteFile(p, []byte("new weights!"), 0o644)
+	comfytestWait(t, func() bool {
+		x := l.Current()
+		if x.Len() != 1 {
+			return false
+		}
+		h, ok := l.Hash(x.at(0))
+		return ok && h != h1
+	})
+}
+
+func comfytestWait(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

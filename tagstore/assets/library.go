@@ -42,7 +42,10 @@ func CanonicalID(id string) (string, error) { return tagstore.CanonicalID(id) }
 
 // Library is the asset collection: ComfyUI's files joined with their tags.
 type Library struct {
-	roots []Root
+	roots    []Root
+	hashes    *hashIndex
+	hashRoots []string
+	hashDone  chan struct{}
 	files *catalog.Catalog
 	tags  *tagstore.Store
 	log   *slog.Logger
@@ -76,6 +79,9 @@ type Options struct {
 	OnReload  func(error)
 	OnWrite   func(time.Duration, error)
 	OnCompact func(time.Duration, error)
+	// HashRoots names the roots whose files are hashed in the background
+	// for lookups by hash ("models", say); uploads are always hashed.
+	HashRoots []string
 }
 
 // Open loads the tags file, scans the folders, and starts keeping their
@@ -84,7 +90,7 @@ func Open(roots []Root, tagsFile string, opts Options) (*Library, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	l := &Library{roots: roots, log: opts.Logger, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	l := &Library{roots: roots, hashes: openHashes(tagsFile), hashRoots: opts.HashRoots, hashDone: make(chan struct{}), log: opts.Logger, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	l.updated = sync.NewCond(&l.mu)
 	// Reading the tags file and walking the folders take about as long as
 	// each other at 100k assets: do both at once.
@@ -115,6 +121,7 @@ func Open(roots []Root, tagsFile string, opts Options) (*Library, error) {
 	l.files = sc.files
 	l.index.Store(BuildIndex(l.files.Snapshot(), l.tags))
 	go l.loop()
+	go l.hashLoop()
 	return l, nil
 }
 
@@ -133,6 +140,12 @@ func (l *Library) Changed() {
 	case l.kick <- struct{}{}:
 	default:
 	}
+	if l.hashes != nil {
+		select {
+		case l.hashes.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Close stops watching and joining. Acknowledged tag changes are on disk.
@@ -144,6 +157,7 @@ func (l *Library) Close() error {
 	}
 	close(l.quit)
 	<-l.done
+	<-l.hashDone
 	l.mu.Lock()
 	l.updated.Broadcast() // release waiters
 	l.mu.Unlock()

@@ -154,6 +154,7 @@ func (l *Library) Place(s *Staged, root, category, name string, u Update) (Asset
 		return Asset{}, err
 	}
 	f := catalog.NewFile(Root{Name: root}, rel, dir, info)
+	l.hashes.set(f, s.Hash) // hashed while it streamed in
 	a := Asset{File: f, Tags: DefaultTags(f)}
 	// An uploaded file carries its defaults, "uploaded" (as OSS ComfyUI
 	// tags what came through an upload) and the tags asked for.
