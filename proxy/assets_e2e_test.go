@@ -30,7 +30,7 @@ func TestAssetRoutesAreNeverForwarded(t *testing.T) {
 		{"POST", "/api/assets", 415, "UNSUPPORTED_MEDIA_TYPE"},
 		{"PUT", "/api/assets/" + id, 200, ""},
 		{"DELETE", "/api/assets/00000000-0000-4000-8000-000000000009", 404, "ASSET_NOT_FOUND"},
-		{"POST", "/api/assets/from-hash", 400, "INVALID_BODY"},
+		{"POST", "/api/assets/from-hash", 400, "INVALID_HASH"},
 		{"GET", "/api/assets/remote-metadata", 501, "NOT_IMPLEMENTED"},
 		{"POST", "/api/assets/download", 501, "NOT_IMPLEMENTED"},
 		{"PATCH", "/api/assets/" + id, 404, "NOT_FOUND"},

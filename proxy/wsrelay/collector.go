@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -84,6 +85,19 @@ func (h *Hub) dial(ctx context.Context) (*collector, error) {
 		return nil, err
 	}
 	conn.SetReadLimit(64 << 20)
+	// ComfyUI answers the handshake before it files the socket under its
+	// clientId; its first message ("status", naming the sid) comes after.
+	// Until then a prompt's events could go nowhere, so wait for it.
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetReadDeadline(dl)
+	} else {
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	}
+	if _, _, err := conn.ReadMessage(); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	_ = conn.SetReadDeadline(time.Time{})
 	return &collector{id: id, conn: conn}, nil
 }
 

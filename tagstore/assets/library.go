@@ -42,13 +42,13 @@ func CanonicalID(id string) (string, error) { return tagstore.CanonicalID(id) }
 
 // Library is the asset collection: ComfyUI's files joined with their tags.
 type Library struct {
-	roots    []Root
+	roots     []Root
 	hashes    *hashIndex
 	hashRoots []string
 	hashDone  chan struct{}
-	files *catalog.Catalog
-	tags  *tagstore.Store
-	log   *slog.Logger
+	files     *catalog.Catalog
+	tags      *tagstore.Store
+	log       *slog.Logger
 
 	index   atomic.Pointer[Index]
 	kick    chan struct{} // the files or the tags changed
