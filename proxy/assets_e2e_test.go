@@ -169,3 +169,52 @@ func TestLargeAssetUploadStreams(t *testing.T) {
 		t.Fatalf("heap grew by %d MiB while uploading: the body is being buffered", growth>>20)
 	}
 }
+
+// TestSeed: POST /api/assets/seed rescans in the background and the
+// websocket carries assets.seed.started and .completed, as OSS ComfyUI's
+// web app waits for; status, cancel and prune answer in OSS's shapes.
+func TestSeed(t *testing.T) {
+	_, ts := startUpstream(t)
+	d := newComfyDir(t)
+	d.add("input/a.png", "a", 1)
+	s := startShim(t, d.config(ts.URL))
+	conn := dialWS(t, wsURL(s.URL, "/ws?clientId=seed-watcher"))
+	log := readSocket(t, conn)
+	comfytest.WaitFor(t, func() bool { log.mu.Lock(); defer log.mu.Unlock(); return len(log.msgs) > 0 })
+
+	st, body := call(t, "POST", s.URL+"/api/assets/seed", `{"roots":["input","output"]}`)
+	if st != 202 || !strings.Contains(string(body), `"started"`) {
+		t.Fatalf("seed: %d %s", st, body)
+	}
+	var types []string
+	comfytest.WaitFor(t, func() bool {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		types = types[:0]
+		for _, m := range log.msgs {
+			if strings.HasPrefix(m.typ, "assets.seed.") {
+				types = append(types, m.typ)
+			}
+		}
+		return len(types) == 2
+	})
+	if strings.Join(types, ",") != "assets.seed.started,assets.seed.completed" {
+		t.Fatalf("seed events: %v", types)
+	}
+	st, body = call(t, "GET", s.URL+"/api/assets/seed/status", "")
+	if st != 200 || !strings.Contains(string(body), `"state":"IDLE"`) || !strings.Contains(string(body), `"total":1`) {
+		t.Fatalf("seed status: %d %s", st, body)
+	}
+	if st, body := call(t, "POST", s.URL+"/api/assets/seed/cancel", ""); st != 200 || !strings.Contains(string(body), `"idle"`) {
+		t.Fatalf("cancel when idle: %d %s", st, body)
+	}
+	if st, body := call(t, "POST", s.URL+"/api/assets/seed?wait=true", ""); st != 200 || !strings.Contains(string(body), `"completed"`) {
+		t.Fatalf("seed?wait=true: %d %s", st, body)
+	}
+	if st, body := call(t, "POST", s.URL+"/api/assets/seed", `{"roots":["elsewhere"]}`); st != 400 {
+		t.Fatalf("seed of no valid root: %d %s", st, body)
+	}
+	if st, body := call(t, "POST", s.URL+"/api/assets/prune", ""); st != 200 || !strings.Contains(string(body), `"marked":0`) {
+		t.Fatalf("prune: %d %s", st, body)
+	}
+}

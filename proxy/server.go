@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -158,6 +159,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Origin:       func(r *http.Request) string { return clientOf(r).scheme() + "://" + r.Host },
 		AbsoluteURLs: cfg.AbsolutePreviewURLs,
 		MaxUpload:    cfg.MaxUploadBytes,
+		Events: func(typ string, data map[string]any) {
+			msg, _ := json.Marshal(map[string]any{"type": typ, "data": data})
+			s.hub.Broadcast(msg)
+		},
 	})
 	m.registerAssetGauges(lib)
 	m.registerRelayCounter(s.hub.Dropped)

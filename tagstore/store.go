@@ -256,6 +256,15 @@ func (s *Store) Get(id string) (Entry, bool) {
 	return e, ok
 }
 
+// Each calls fn with the id of every entry.
+func (s *Store) Each(fn func(id string)) {
+	s.docMu.RLock()
+	defer s.docMu.RUnlock()
+	for id := range s.doc {
+		fn(id)
+	}
+}
+
 // WithMeta calls fn for every entry that has user_metadata.
 func (s *Store) WithMeta(fn func(id string, meta json.RawMessage)) {
 	s.docMu.RLock()

@@ -30,6 +30,8 @@ type Options struct {
 	// Origin is the scheme://host the client used, for the URLs the API
 	// builds (preview_url) when AbsoluteURLs is set.
 	Origin func(*http.Request) string
+	// Events announces asset events (assets.seed.*) to every open websocket.
+	Events func(typ string, data map[string]any)
 	// MaxUpload bounds an uploaded file (POST /api/assets).
 	MaxUpload int64
 	// AbsoluteURLs makes preview_url absolute, as the Cloud spec's format
@@ -39,8 +41,9 @@ type Options struct {
 
 // api serves the Cloud asset endpoints over a library of assets.
 type api struct {
-	lib  *assets.Library
-	opts Options
+	lib     *assets.Library
+	opts    Options
+	seeding seeder
 }
 
 // Error is an API error: its status, Cloud error code and message.
@@ -89,6 +92,10 @@ func (a *api) mount(r gin.IRouter) {
 		fail(c, &Error{http.StatusNotImplemented, "NOT_IMPLEMENTED", c.Request.Method + " " + c.FullPath() + " is not implemented by comfyshim"})
 	}
 	r.POST("/api/assets", a.upload)
+	r.POST("/api/assets/seed", a.seed)
+	r.GET("/api/assets/seed/status", a.getSeedStatus)
+	r.POST("/api/assets/seed/cancel", a.cancelSeed)
+	r.POST("/api/assets/prune", a.prune)
 	r.PUT("/api/assets/:id", a.update)
 	r.DELETE("/api/assets/:id", a.remove)
 	r.POST("/api/assets/from-hash", a.fromHash)

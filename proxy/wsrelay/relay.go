@@ -174,6 +174,28 @@ func (h *Hub) deliver(owner string, f []byte, skip *Conn) {
 	}
 }
 
+// Broadcast sends a text message to every ComfyUI /ws socket, whoever owns
+// it (comfyshim's own events, as ComfyUI broadcasts its status).
+func (h *Hub) Broadcast(msg []byte) {
+	f := frame(opText, msg)
+	h.mu.Lock()
+	var to []*Conn
+	for _, g := range h.owners {
+		for c := range g.sockets {
+			to = append(to, c)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range to {
+		select {
+		case c.out <- f:
+		case <-c.done:
+		default:
+			h.dropped.Add(1)
+		}
+	}
+}
+
 // Write carries ComfyUI's bytes to the client, noting frame boundaries.
 // Nothing is slipped in during a Write (the lock is held), so b goes out in
 // one write whatever frames it holds.

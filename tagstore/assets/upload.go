@@ -265,3 +265,37 @@ func (l *Library) waitListed(id string, listed bool, d time.Duration) {
 		l.updated.Wait()
 	}
 }
+
+// Rescan walks every folder again (what the folder watch may have missed,
+// on network filesystems say), and returns once the index shows the result:
+// how many files are listed before and after.
+func (l *Library) Rescan() (before, after int) {
+	before = len(l.files.Snapshot().Files)
+	l.files.Rescan()
+	snap := l.files.Snapshot()
+	l.Changed()
+	l.mu.Lock()
+	for l.index.Load().FileGen < snap.Gen {
+		select {
+		case <-l.quit:
+			l.mu.Unlock()
+			return before, len(snap.Files)
+		default:
+		}
+		l.updated.Wait()
+	}
+	l.mu.Unlock()
+	return before, len(snap.Files)
+}
+
+// Missing counts the entries of the tags file whose file is gone.
+func (l *Library) Missing() int {
+	snap := l.files.Snapshot()
+	n := 0
+	l.tags.Each(func(id string) {
+		if _, ok := snap.Get(id); !ok {
+			n++
+		}
+	})
+	return n
+}
