@@ -61,6 +61,9 @@ type Config struct {
 	ViewRedirect string
 	// ViewURLLifetime is how long a signed /api/view URL stays valid.
 	ViewURLLifetime time.Duration
+	// AdvertiseAssets tells the web app comfyshim serves the asset API
+	// ("assets": true in /features and the websocket's feature_flags).
+	AdvertiseAssets bool
 	// HashFiles names which assets' files are hashed (BLAKE3) in the
 	// background for lookups by hash: "none", "models" or "all". Uploads
 	// are hashed as they stream in, whatever this says.
@@ -100,6 +103,7 @@ func Default() Config {
 		SessionLifetime:       30 * 24 * time.Hour,
 		ViewRedirect:          "auto",
 		HashFiles:             "models",
+		AdvertiseAssets:       true,
 		ViewURLLifetime:       5 * time.Minute,
 		WSPingInterval:        30 * time.Second,
 		LogLevel:              "info",
@@ -216,6 +220,16 @@ var settings = []setting{
 	{key: "view_url_lifetime", flag: "view-url-lifetime", usage: "how long a signed /api/view URL stays valid (e.g. 5m)",
 		set: func(c *Config, v string) error { return setDuration(&c.ViewURLLifetime, v) },
 		get: func(c *Config) string { return c.ViewURLLifetime.String() }},
+	{key: "advertise_assets", flag: "advertise-assets", usage: "tell the web app the asset API is on (assets: true in /features and feature_flags)",
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("want true or false, got %q", v)
+			}
+			c.AdvertiseAssets = b
+			return nil
+		},
+		get: func(c *Config) string { return strconv.FormatBool(c.AdvertiseAssets) }},
 	{key: "hash_files", flag: "hash-files", usage: "whose files are hashed in the background for lookups by hash: none, models, all",
 		set: func(c *Config, v string) error {
 			switch v {

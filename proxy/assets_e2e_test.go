@@ -218,3 +218,41 @@ func TestSeed(t *testing.T) {
 		t.Fatalf("prune: %d %s", st, body)
 	}
 }
+
+// TestAdvertiseAssets: the web app learns that the asset API is on from
+// /features and from the websocket's feature_flags answer, with ComfyUI's
+// other flags kept; advertise_assets: false leaves ComfyUI's answer alone.
+func TestAdvertiseAssets(t *testing.T) {
+	for _, advertise := range []bool{true, false} {
+		_, ts := startUpstream(t)
+		cfg := testConfig(t, ts.URL)
+		cfg.AdvertiseAssets = advertise
+		s := startShim(t, cfg)
+		for _, p := range []string{"/features", "/api/features"} {
+			var flags map[string]any
+			doJSON(t, mustReq(t, "GET", s.URL+p, nil), &flags)
+			if flags["assets"] != advertise || flags["supports_preview_metadata"] != true {
+				t.Fatalf("advertise=%v: GET %s: %v", advertise, p, flags)
+			}
+		}
+		conn := dialWS(t, wsURL(s.URL, "/ws?clientId=flags"))
+		if _, _, err := conn.ReadMessage(); err != nil { // status
+			t.Fatal(err)
+		}
+		if err := conn.WriteJSON(map[string]any{"type": "feature_flags", "data": map[string]bool{"supports_preview_metadata": true}}); err != nil {
+			t.Fatal(err)
+		}
+		var m struct {
+			Type string
+			Data map[string]any
+		}
+		for m.Type != "feature_flags" {
+			if err := conn.ReadJSON(&m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if m.Data["assets"] != advertise || m.Data["max_upload_size"] == nil {
+			t.Fatalf("advertise=%v: feature_flags %v", advertise, m.Data)
+		}
+	}
+}

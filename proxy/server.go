@@ -41,9 +41,11 @@ type Server struct {
 	trusted  trustedNets
 	probe    *upstreamProbe
 	hub      *wsrelay.Hub
-	registry *jobs.Registry
-	signer   *signedurl.Signer // nil without keys
-	stop     chan struct{}     // closed by Close
+	// upstreamClient asks ComfyUI things comfyshim answers for it.
+	upstreamClient *http.Client
+	registry       *jobs.Registry
+	signer         *signedurl.Signer // nil without keys
+	stop           chan struct{}     // closed by Close
 
 	mu       sync.Mutex
 	closing  bool
@@ -136,10 +138,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			Ping:     cfg.WSPingInterval,
 			Logger:   log,
 		}),
-		registry: jobs.NewRegistry(50_000),
-		signer:   signer,
-		stop:     make(chan struct{}),
-		hijacked: map[net.Conn]struct{}{},
+		registry:       jobs.NewRegistry(50_000),
+		upstreamClient: &http.Client{Transport: transport, Timeout: 30 * time.Second},
+		signer:         signer,
+		stop:           make(chan struct{}),
+		hijacked:       map[net.Conn]struct{}{},
 	}
 	go keys.watch(opts.KeyFileInterval, s.stop)
 	if cfg.Unprotected() {
@@ -176,6 +179,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	e.POST("/prompt", s.submitPrompt)
 	e.POST("/api/prompt", s.submitPrompt)
 	e.GET("/api/view", s.view)
+	e.GET("/features", s.features)
+	e.GET("/api/features", s.features)
 	e.NoRoute(s.forwardHandler)
 	return s, nil
 }

@@ -85,8 +85,12 @@ func (s *Server) prepareWebsocket(r *http.Request, tw *trackingWriter) {
 	if r.URL.Path == "/ws" || r.URL.Path == "/api/ws" {
 		opts.Member = true
 		opts.Share = who.via != viaNone
+		if s.cfg.AdvertiseAssets {
+			opts.Rewrite = advertiseAssets
+		}
 	}
-	if opts.Share {
+	if opts.Share || opts.Rewrite != nil {
+		// Reading ComfyUI's messages needs them uncompressed.
 		r.Header.Del("Sec-WebSocket-Extensions")
 	}
 	tw.relay = &opts

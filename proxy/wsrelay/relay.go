@@ -105,6 +105,12 @@ type ConnOptions struct {
 	// sockets (authenticated owners only; the stock web app's tabs of an
 	// unauthenticated ComfyUI stay as they are).
 	Share bool
+	// Rewrite, when set, may change each of the first few text messages
+	// ComfyUI sends (whole, unfragmented, up to 64 KiB); it returns the
+	// message to send instead. Later messages pass untouched.
+	Rewrite func(msg []byte) []byte
+	// RewriteFirst is how many messages Rewrite sees (8 if 0).
+	RewriteFirst int
 }
 
 // Conn is the client side of a relayed websocket after the handshake. What
@@ -115,10 +121,13 @@ type Conn struct {
 	hub  *Hub
 	opts ConnOptions
 
-	mu     sync.Mutex
-	cond   *sync.Cond // signalled at every frame boundary and on close
-	p      parser
-	closed bool
+	mu          sync.Mutex
+	cond        *sync.Cond // signalled at every frame boundary and on close
+	p           parser
+	closed      bool
+	held        bool   // the current message is held back for Rewrite
+	rewriteLeft int    // messages Rewrite may still see
+	out0        []byte // reused write buffer
 
 	out  chan []byte // frames waiting for a boundary
 	done chan struct{}
@@ -131,8 +140,16 @@ func (h *Hub) Wrap(c net.Conn, opts ConnOptions) *Conn {
 	w := &Conn{Conn: c, hub: h, opts: opts, out: make(chan []byte, h.opts.Queue), done: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
 	w.p.maxKeep = 4 << 20
-	if opts.Share {
-		w.p.keep = func(op byte) bool { return h.hasSiblings(w) }
+	if opts.Rewrite != nil {
+		w.rewriteLeft = opts.RewriteFirst
+		if w.rewriteLeft <= 0 {
+			w.rewriteLeft = 8
+		}
+	}
+	w.p.keep = func(op byte) bool {
+		// Called at a message's first frame, its header parsed.
+		w.held = w.rewriteLeft > 0 && op == opText && w.p.fin && w.p.remain <= 64<<10
+		return w.held || (opts.Share && h.hasSiblings(w))
 	}
 	if opts.Member {
 		h.mu.Lock()
@@ -198,31 +215,64 @@ func (h *Hub) Broadcast(msg []byte) {
 
 // Write carries ComfyUI's bytes to the client, noting frame boundaries.
 // Nothing is slipped in during a Write (the lock is held), so b goes out in
-// one write whatever frames it holds.
+// one write whatever frames it holds. A frame's header goes out once it is
+// complete, so a message to rewrite can be held back whole.
 func (c *Conn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var shared [][]byte
 	boundary := false
+	out := c.out0[:0]
 	for rest := b; len(rest) > 0; {
+		startsFrame := c.p.idle() || c.p.inHdr
 		n, frameEnd, msg, op := c.p.feed(rest)
+		chunk := rest[:n]
 		rest = rest[n:]
-		if frameEnd {
-			boundary = true
-			if msg != nil && shareable(op, msg) {
-				shared = append(shared, frame(op, msg))
+		switch {
+		case c.p.inHdr:
+			// the header is not complete: its bytes wait in the parser
+		case startsFrame:
+			if !c.holding() {
+				out = append(out, c.p.hdr[:c.p.hlen]...)
 			}
+		case !c.holding():
+			out = append(out, chunk...)
+		}
+		if !frameEnd {
+			continue
+		}
+		boundary = true
+		if c.held && c.p.op < 0x8 && c.p.fin {
+			// A held message ends: out it goes, rewritten.
+			c.held = false
+			c.rewriteLeft--
+			if msg == nil {
+				msg = []byte{} // an empty message
+			}
+			msg = c.opts.Rewrite(msg)
+			out = append(out, frame(opText, msg)...)
+		}
+		if msg != nil && c.opts.Share && shareable(op, msg) {
+			shared = append(shared, frame(op, msg))
 		}
 	}
-	n, err := c.Conn.Write(b)
+	if cap(out) <= 64<<10 {
+		c.out0 = out
+	}
+	if _, err := c.Conn.Write(out); err != nil {
+		return 0, err
+	}
 	for _, f := range shared {
 		c.hub.deliver(c.opts.Owner, f, c)
 	}
 	if boundary {
 		c.cond.Broadcast()
 	}
-	return n, err
+	return len(b), nil
 }
+
+// holding says the current frame belongs to a message held for rewriting.
+func (c *Conn) holding() bool { return c.held && c.p.op < 0x8 }
 
 // shareable is a message about a prompt: a text message whose data names a
 // prompt_id, or a binary preview.

@@ -47,7 +47,7 @@ func BenchmarkRelayMessage(b *testing.B) {
 	}
 }
 
-func tcpPair(b *testing.B) (client, server net.Conn) {
+func tcpPair(b testing.TB) (client, server net.Conn) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
