@@ -256,7 +256,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			shared = append(shared, frame(op, msg))
 		}
 	}
-	if cap(out) <= 64<<10 {
+	if cap(out) <= 256<<10 { // one copy buffer or two; a rare larger write is not kept
 		c.out0 = out
 	}
 	if _, err := c.Conn.Write(out); err != nil {
