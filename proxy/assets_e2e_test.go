@@ -256,3 +256,43 @@ func TestAdvertiseAssets(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadedTag: files that came through /upload/image and outputs a
+// workflow saved are tagged "uploaded", as OSS ComfyUI tags them; a file
+// that appeared another way is not.
+func TestUploadedTag(t *testing.T) {
+	up, ts := startUpstream(t)
+	d := newComfyDir(t)
+	up.OutputDir = d.Folder("output")
+	s := startShim(t, d.config(ts.URL))
+	d.add("output/by-hand.png", "h", 1)
+
+	// An upload through comfyshim (the fake answers where it put the file;
+	// the file is written here as ComfyUI would).
+	var b bytes.Buffer
+	mw := multipart.NewWriter(&b)
+	fw, _ := mw.CreateFormFile("image", "photo.png")
+	io.WriteString(fw, "png")
+	mw.WriteField("subfolder", "pasted")
+	mw.Close()
+	// (ComfyUI stores it in input/pasted/, as its answer says.)
+	req := mustReq(t, "POST", s.URL+"/upload/image", &b)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	if resp := doJSON(t, req, nil); resp.StatusCode != 200 {
+		t.Fatalf("upload: %d", resp.StatusCode)
+	}
+	d.add("input/pasted/photo.png", "png", 2)
+
+	// A workflow run on the web app's socket.
+	conn := dialWS(t, wsURL(s.URL, "/ws?clientId=tab"))
+	log := readSocket(t, conn)
+	comfytest.WaitFor(t, func() bool { log.mu.Lock(); defer log.mu.Unlock(); return len(log.msgs) > 0 })
+	r := doJSON(t, mustReq(t, "POST", s.URL+"/prompt", strings.NewReader(`{"prompt":{"9":{"class_type":"SaveImage","inputs":{}}},"client_id":"tab"}`)), nil)
+	if r.StatusCode != 200 {
+		t.Fatal(r.StatusCode)
+	}
+	comfytest.WaitFor(t, func() bool {
+		_, body := call(t, "GET", s.URL+"/api/assets?include_tags=uploaded&sort=name&order=asc", "")
+		return decode[comfytest.AssetList](t, body).Names() == "ComfyUI_00001_.png,photo.png"
+	})
+}

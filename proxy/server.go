@@ -43,6 +43,7 @@ type Server struct {
 	hub      *wsrelay.Hub
 	// upstreamClient asks ComfyUI things comfyshim answers for it.
 	upstreamClient *http.Client
+	uploads        chan [2]string // files to tag "uploaded": root, path inside
 	registry       *jobs.Registry
 	signer         *signedurl.Signer // nil without keys
 	stop           chan struct{}     // closed by Close
@@ -122,29 +123,32 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	transport := newTransport(cfg.UpstreamHeaderTimeout)
 	s := &Server{
-		lib:      lib,
-		cfg:      cfg,
-		log:      log,
-		engine:   e,
-		forward:  newForwarder(cfg.Upstream, transport, log, m.upstreamErrors.Inc),
-		metrics:  m,
-		keys:     keys,
-		sessions: ss,
-		limiter:  newFailureLimiter(10, opts.FailureWindow),
-		trusted:  trustedNets(cfg.TrustedProxies),
-		probe:    &upstreamProbe{url: cfg.Upstream.String() + "/system_stats", client: &http.Client{Transport: transport}},
-		hub: wsrelay.NewHub(wsrelay.Options{
-			Upstream: "ws" + strings.TrimPrefix(strings.TrimSuffix(cfg.Upstream.String(), "/"), "http") + "/ws",
-			Ping:     cfg.WSPingInterval,
-			Logger:   log,
-		}),
+		lib:            lib,
+		cfg:            cfg,
+		log:            log,
+		engine:         e,
+		forward:        newForwarder(cfg.Upstream, transport, log, m.upstreamErrors.Inc),
+		metrics:        m,
+		keys:           keys,
+		sessions:       ss,
+		limiter:        newFailureLimiter(10, opts.FailureWindow),
+		trusted:        trustedNets(cfg.TrustedProxies),
+		probe:          &upstreamProbe{url: cfg.Upstream.String() + "/system_stats", client: &http.Client{Transport: transport}},
+		uploads:        make(chan [2]string, 1024),
 		registry:       jobs.NewRegistry(50_000),
 		upstreamClient: &http.Client{Transport: transport, Timeout: 30 * time.Second},
 		signer:         signer,
 		stop:           make(chan struct{}),
 		hijacked:       map[net.Conn]struct{}{},
 	}
+	s.hub = wsrelay.NewHub(wsrelay.Options{
+		Upstream: "ws" + strings.TrimPrefix(strings.TrimSuffix(cfg.Upstream.String(), "/"), "http") + "/ws",
+		Ping:     cfg.WSPingInterval,
+		Logger:   log,
+		Executed: s.executedOutputs,
+	})
 	go keys.watch(opts.KeyFileInterval, s.stop)
+	go s.uploadedLoop()
 	if cfg.Unprotected() {
 		log.Warn(unprotectedWarning, "listen", cfg.Listen)
 	}
@@ -179,6 +183,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	e.POST("/prompt", s.submitPrompt)
 	e.POST("/api/prompt", s.submitPrompt)
 	e.GET("/api/view", s.view)
+	for _, p := range []string{"/upload/image", "/upload/mask", "/api/upload/image", "/api/upload/mask"} {
+		e.POST(p, s.forwardUpload)
+	}
 	e.GET("/features", s.features)
 	e.GET("/api/features", s.features)
 	e.NoRoute(s.forwardHandler)

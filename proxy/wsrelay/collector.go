@@ -114,6 +114,9 @@ func (h *Hub) collect(owner string, col *collector) {
 			h.deliver(owner, frame(opBinary, data), nil)
 		case kind == websocket.TextMessage && promptID(data) != "":
 			h.deliver(owner, frame(opText, data), nil)
+			if h.opts.Executed != nil && isExecuted(data) {
+				h.opts.Executed(data)
+			}
 		}
 	}
 	col.close()

@@ -15,6 +15,7 @@
 package wsrelay
 
 import (
+	"bytes"
 	"log/slog"
 	"net"
 	"sync"
@@ -36,6 +37,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Dialer reaches ComfyUI for collectors (a default one if nil).
 	Dialer *websocket.Dialer
+	// Executed, when set, sees every "executed" message ComfyUI sends a
+	// member socket or a collector (a node's outputs). It must not block.
+	Executed func(msg []byte)
 }
 
 // Hub knows every relayed socket by owner and runs the collectors.
@@ -148,8 +152,9 @@ func (h *Hub) Wrap(c net.Conn, opts ConnOptions) *Conn {
 	}
 	w.p.keep = func(op byte) bool {
 		// Called at a message's first frame, its header parsed.
-		w.held = w.rewriteLeft > 0 && op == opText && w.p.fin && w.p.remain <= 64<<10
-		return w.held || (opts.Share && h.hasSiblings(w))
+		small := op == opText && w.p.fin && w.p.remain <= 64<<10
+		w.held = w.rewriteLeft > 0 && small
+		return w.held || (opts.Share && h.hasSiblings(w)) || (small && opts.Member && h.opts.Executed != nil)
 	}
 	if opts.Member {
 		h.mu.Lock()
@@ -255,6 +260,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if msg != nil && c.opts.Share && shareable(op, msg) {
 			shared = append(shared, frame(op, msg))
 		}
+		if msg != nil && op == opText && c.opts.Member && c.hub.opts.Executed != nil && isExecuted(msg) {
+			c.hub.opts.Executed(bytes.Clone(msg))
+		}
 	}
 	if cap(out) <= 256<<10 { // one copy buffer or two; a rare larger write is not kept
 		c.out0 = out
@@ -269,6 +277,11 @@ func (c *Conn) Write(b []byte) (int, error) {
 		c.cond.Broadcast()
 	}
 	return len(b), nil
+}
+
+// isExecuted spots ComfyUI's "executed" message without decoding JSON.
+func isExecuted(msg []byte) bool {
+	return bytes.Contains(msg, []byte(`"executed"`)) && bytes.Contains(msg, []byte(`"output"`))
 }
 
 // holding says the current frame belongs to a message held for rewriting.

@@ -299,3 +299,22 @@ func (l *Library) Missing() int {
 	})
 	return n
 }
+
+// MarkUploaded tags the file at rel inside root (input, output or temp)
+// "uploaded", as OSS ComfyUI tags what came through an upload or was saved
+// by a workflow. The file need not be listed yet: the tag waits for it.
+func (l *Library) MarkUploaded(root, rel string) error {
+	if root != "input" && root != "output" && root != "temp" {
+		return fmt.Errorf("%w: %q is not a folder uploads go to", ErrBadName, root)
+	}
+	clean := path.Clean("/" + rel)[1:]
+	if clean == "" || clean != rel || strings.Contains(rel, `\`) {
+		return fmt.Errorf("%w: %q", ErrBadName, rel)
+	}
+	f := &catalog.File{Root: root, Rel: rel}
+	_, err := l.tags.Add(catalog.ID(root, rel), tagstore.Entry{Path: f.Path(), Tags: DefaultTags(f)}, []string{UploadedTag})
+	if err == nil {
+		l.Changed()
+	}
+	return err
+}
