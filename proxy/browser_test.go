@@ -188,3 +188,49 @@ fetch('` + s.URL + `/api/prompt', {method: 'POST', credentials: 'include', body:
 		t.Fatalf("cross-origin fetch: %s", outcome)
 	}
 }
+
+// TestBrowserAssetPanel: a page in Chromium uses comfyshim's asset API the
+// way the web app's asset panels do: lists checkpoints by tag, pages by
+// cursor, uploads a drawn PNG and shows it by its preview_url, renames it
+// with PUT and deletes it.
+func TestBrowserAssetPanel(t *testing.T) {
+	up, ts := startUpstream(t)
+	d := newComfyDir(t)
+	up.InputDir = d.Folder("input")
+	for i, name := range []string{"b.safetensors", "a.safetensors", "sub/c.ckpt"} {
+		d.add("models/checkpoints/"+name, "w", i)
+	}
+	d.add("models/loras/l.safetensors", "l", 5)
+	s := startShim(t, d.config(ts.URL))
+	ctx := startBrowser(t)()
+	if _, err := chromedp.Run(ctx, chromedp.Navigate(s.URL+"/asset-panel.html")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('result').textContent !== 'pending'`)); err != nil {
+		t.Fatal(err)
+	}
+	text, err := chromedp.Run(ctx, chromedp.Text("#result"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Models  []string `json:"models"`
+		Upload  []any    `json:"upload"`
+		Img     int      `json:"img"`
+		Rename  []any    `json:"rename"`
+		Deleted int      `json:"deleted"`
+		After   int      `json:"after"`
+		Error   string   `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(text), &out); err != nil {
+		t.Fatalf("%v: %s", err, text)
+	}
+	if out.Error != "" || strings.Join(out.Models, ",") != "a.safetensors,b.safetensors,sub/c.ckpt" ||
+		len(out.Upload) != 3 || out.Upload[0] != 201.0 || out.Upload[1] != "drawn.png" || out.Upload[2] != true || out.Img != 3 ||
+		len(out.Rename) != 2 || out.Rename[0] != 200.0 || out.Rename[1] != "Renamed drawing" || out.Deleted != 204 || out.After != 404 {
+		t.Fatalf("the page saw %s", text)
+	}
+	if entries, _ := os.ReadDir(d.Folder("input")); len(entries) != 0 {
+		t.Fatalf("the deleted upload left %d files in input/", len(entries))
+	}
+}

@@ -17,9 +17,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
@@ -50,6 +53,8 @@ type Upstream struct {
 	// OutputDir, when set, is where jobs write their images (as ComfyUI's
 	// output folder); /view serves them from there.
 	OutputDir string
+	// InputDir, when set, is ComfyUI's input folder: /view serves it.
+	InputDir string
 	// ModelsDir, when set, is ComfyUI's models folder: /object_info lists
 	// its checkpoints and LoRAs as the loaders' options.
 	ModelsDir string
@@ -86,6 +91,8 @@ func New() *Upstream {
 	// The web app: static files are served bare only.
 	u.mux.HandleFunc("GET /{$}", u.index)
 	u.mux.HandleFunc("GET /app.js", u.appJS)
+	u.mux.HandleFunc("GET /asset-panel.html", u.assetPanel)
+	u.mux.HandleFunc("GET /asset-panel.js", u.assetPanelJS)
 	// ComfyUI 0.33+ only, and only under /api.
 	u.mux.HandleFunc("GET /api/jobs", u.jobsList)
 	u.mux.HandleFunc("GET /api/jobs/{id}", u.jobsOne)
@@ -262,6 +269,20 @@ func (u *Upstream) view(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		_, _ = io.WriteString(w, rest)
+	case r.URL.Query().Get("type") == "input" && u.InputDir != "":
+		root, err := os.OpenRoot(u.InputDir)
+		if err != nil {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		defer root.Close()
+		f, err := root.Open(path.Join(r.URL.Query().Get("subfolder"), name))
+		if err != nil {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		defer f.Close()
+		http.ServeContent(w, r, name, time.Time{}, f)
 	case strings.HasPrefix(name, "ComfyUI_"):
 		// An image a prompt wrote; any other such name is the preview image,
 		// so pages can show a picture without running a prompt.
@@ -466,6 +487,49 @@ func (u *Upstream) appJS(w http.ResponseWriter, r *http.Request) {
   });
   const show = () => { document.getElementById('result').textContent = JSON.stringify(out); };
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', show); else show();
+})();
+`)
+}
+
+// assetPanel is a page that uses comfyshim's asset API as the web app's
+// asset panels do, and reports what happened in <pre id="result">.
+func (u *Upstream) assetPanel(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = io.WriteString(w, `<!doctype html><html><head><title>Assets</title><script src="/asset-panel.js"></script></head><body><pre id="result">pending</pre></body></html>`)
+}
+
+func (u *Upstream) assetPanelJS(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	_, _ = io.WriteString(w, `(async () => {
+  const out = {};
+  const json = async r => { const t = await r.text(); try { return [r.status, JSON.parse(t)]; } catch (e) { return [r.status, t]; } };
+  try {
+    const models = [];
+    let cursor = '';
+    for (let i = 0; i < 20; i++) {
+      const q = '/api/assets?include_tags=models,model_type:checkpoints&exclude_tags=missing&limit=1&sort=name&order=asc' + (cursor ? '&after=' + encodeURIComponent(cursor) : '');
+      const [st, page] = await json(await fetch(q));
+      if (st !== 200) throw new Error('list: ' + st);
+      for (const a of page.assets) models.push(a.user_metadata.filename);
+      if (!page.has_more) break;
+      cursor = page.next_cursor;
+    }
+    out.models = models;
+    const canvas = document.createElement('canvas');
+    canvas.width = 3; canvas.height = 2;
+    const blob = await new Promise(res => canvas.toBlob(res, 'image/png'));
+    const form = new FormData();
+    form.append('file', blob, 'drawn.png');
+    form.append('tags', 'input');
+    const [ust, up] = await json(await fetch('/api/assets', {method: 'POST', body: form}));
+    out.upload = [ust, up.name, up.created_new];
+    out.img = await new Promise(res => { const i = new Image(); i.onload = () => res(i.naturalWidth); i.onerror = () => res(-1); i.src = up.preview_url; });
+    const [pst, put] = await json(await fetch('/api/assets/' + up.id, {method: 'PUT', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({name: 'Renamed drawing'})}));
+    out.rename = [pst, put.name];
+    out.deleted = (await fetch('/api/assets/' + up.id, {method: 'DELETE'})).status;
+    out.after = (await fetch('/api/assets/' + up.id)).status;
+  } catch (e) { out.error = String(e); }
+  document.getElementById('result').textContent = JSON.stringify(out);
 })();
 `)
 }
