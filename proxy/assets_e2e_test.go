@@ -53,6 +53,9 @@ func TestAssetRoutesAreNeverForwarded(t *testing.T) {
 	}
 	resp.Body.Close()
 	for _, seen := range up.Seen() {
+		if seen.Method == "GET" && seen.Header.Get("User-Agent") == lookupAgent {
+			continue // comfyshim asking ComfyUI about an id it does not know, not the client's request
+		}
 		if strings.HasPrefix(seen.RawPath, "/api/assets") || strings.HasPrefix(seen.RawPath, "/api/tags") {
 			t.Fatalf("forwarded %s %s", seen.Method, seen.RawPath)
 		}
@@ -295,4 +298,29 @@ func TestUploadedTag(t *testing.T) {
 		_, body := call(t, "GET", s.URL+"/api/assets?include_tags=uploaded&sort=name&order=asc", "")
 		return decode[comfytest.AssetList](t, body).Names() == "ComfyUI_00001_.png,photo.png"
 	})
+}
+
+// TestOSSAssetIDsResolve: an asset id from ComfyUI's own asset database
+// (--enable-assets puts them in /history outputs) finds the same file
+// through comfyshim.
+func TestOSSAssetIDsResolve(t *testing.T) {
+	up, ts := startUpstream(t)
+	d := newComfyDir(t)
+	outID := d.add("output/run/ComfyUI_00007_.png", "img", 1)
+	modelID := d.add("models/loras/style/x.safetensors", "w", 2)
+	ossOut, ossModel := "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+	up.OSSAssets = map[string]map[string]any{
+		ossOut:   {"id": ossOut, "name": "ComfyUI_00007_.png", "tags": []string{"output"}, "loader_path": "run/ComfyUI_00007_.png"},
+		ossModel: {"id": ossModel, "name": "x.safetensors", "tags": []string{"models", "model_type:loras"}, "loader_path": "style/x.safetensors"},
+	}
+	s := startShim(t, d.config(ts.URL))
+	for oss, ours := range map[string]string{ossOut: outID, ossModel: modelID} {
+		st, body := call(t, "GET", s.URL+"/api/assets/"+oss, "")
+		if got := decode[struct{ ID string }](t, body); st != 200 || got.ID != ours {
+			t.Fatalf("GET /api/assets/%s: %d %s, want asset %s", oss, st, body, ours)
+		}
+	}
+	if st, _ := call(t, "GET", s.URL+"/api/assets/33333333-3333-4333-8333-333333333333", ""); st != 404 {
+		t.Fatalf("an id nobody knows: %d", st)
+	}
 }

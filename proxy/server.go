@@ -166,6 +166,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Origin:       func(r *http.Request) string { return clientOf(r).scheme() + "://" + r.Host },
 		AbsoluteURLs: cfg.AbsolutePreviewURLs,
 		MaxUpload:    cfg.MaxUploadBytes,
+		Resolve:      newOSSResolver(cfg.Upstream.String(), s.upstreamClient).resolve,
 		Events: func(typ string, data map[string]any) {
 			msg, _ := json.Marshal(map[string]any{"type": typ, "data": data})
 			s.hub.Broadcast(msg)

@@ -4,6 +4,7 @@ package assetapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +31,10 @@ type Options struct {
 	// Origin is the scheme://host the client used, for the URLs the API
 	// builds (preview_url) when AbsoluteURLs is set.
 	Origin func(*http.Request) string
+	// Resolve, when set, finds the file behind an asset id comfyshim does
+	// not know (one ComfyUI's own asset database gave, with
+	// --enable-assets): its root and path inside it.
+	Resolve func(ctx context.Context, id string) (root, rel string, ok bool)
 	// Events announces asset events (assets.seed.*) to every open websocket.
 	Events func(typ string, data map[string]any)
 	// MaxUpload bounds an uploaded file (POST /api/assets).
@@ -219,6 +224,13 @@ func (a *api) lookup(c *gin.Context) (assets.Asset, bool) {
 		return assets.Asset{}, false
 	}
 	x, ok := a.lib.Get(id)
+	if !ok && a.opts.Resolve != nil {
+		// An id from ComfyUI's own asset database (in /history outputs when
+		// it runs with --enable-assets): the same file under comfyshim's id.
+		if root, rel, found := a.opts.Resolve(c.Request.Context(), id); found {
+			x, ok = a.lib.Get(assets.IDOf(root, rel))
+		}
+	}
 	if !ok {
 		fail(c, &Error{http.StatusNotFound, "ASSET_NOT_FOUND", "no asset with id " + id})
 		return assets.Asset{}, false

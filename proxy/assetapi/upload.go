@@ -126,6 +126,21 @@ func (a *api) upload(c *gin.Context) {
 		}
 		u.Meta = json.RawMessage(m)
 	}
+	// The same content already in that folder: that asset is returned (as
+	// the Cloud spec says), with the tags asked for added.
+	if dup, ok := a.lib.ByHash(staged.Hash); ok && dup.Root == root && (category == "" || dup.Category == category || strings.HasPrefix(dup.Rel, category+"/")) {
+		if len(tags) > 0 {
+			if _, err := a.lib.AddTags(dup, tags); err != nil {
+				fail(c, storeError(err))
+				return
+			}
+			dup, _ = a.lib.Get(dup.ID)
+		}
+		out := createdJSON{assetJSON: a.toJSON(c, dup), CreatedNew: false}
+		out.AssetHash = staged.Hash
+		c.JSON(http.StatusOK, out)
+		return
+	}
 	s := staged
 	staged = nil // Place consumes it
 	x, err := a.lib.Place(s, root, category, fileName, u)

@@ -98,6 +98,14 @@ func TestUpload(t *testing.T) {
 		return l.Total == 1 && l.Assets[0].ID == c.ID && l.Assets[0].UserMetadata["source"] == "test"
 	})
 
+	// The same content again: the existing asset, with the new tags.
+	st, body = upload(t, url, part{"file", "copy.png", content}, part{"tags", "", "again"})
+	if dup := decode[created](t, body); st != 200 || dup.CreatedNew || dup.ID != c.ID || !strings.Contains(strings.Join(dup.Tags, ","), "again") {
+		t.Fatalf("duplicate content: %d %s", st, body)
+	}
+	if _, err := os.Stat(filepath.Join(d.Folder("input"), "copy.png")); err == nil {
+		t.Fatal("duplicate content was stored again")
+	}
 	// Same name again: a new file beside it, never a replacement.
 	st, body = upload(t, url, part{"file", "cat.png", "other bytes"})
 	if c2 := decode[created](t, body); st != 201 || c2.Name != "cat (1).png" || c2.ID == c.ID {

@@ -127,6 +127,10 @@ func (h *hashIndex) save(snap *catalog.Snapshot) {
 // at a time, after every change of the files, until the library closes.
 func (l *Library) hashLoop() {
 	defer close(l.hashDone)
+	if len(l.hashRoots) == 0 {
+		<-l.quit // nothing to hash in the background
+		return
+	}
 	for {
 		snap := l.files.Snapshot()
 		for _, f := range snap.Files {

@@ -37,6 +37,10 @@ const MaxTagsPerRequest = tagstore.MaxTagsPerRequest
 // NormalizeTags prepares tags from a request (see tagstore.NormalizeTags).
 func NormalizeTags(in []string) ([]string, error) { return tagstore.NormalizeTags(in) }
 
+// IDOf is the id of the file at rel inside root (input, output, temp or
+// models, where rel starts with the category).
+func IDOf(root, rel string) string { return catalog.ID(root, rel) }
+
 // CanonicalID checks an asset id and returns its canonical form.
 func CanonicalID(id string) (string, error) { return tagstore.CanonicalID(id) }
 
@@ -100,7 +104,7 @@ func Open(roots []Root, tagsFile string, opts Options) (*Library, error) {
 	}
 	scanned := make(chan scan, 1)
 	go func() {
-		files, err := catalog.New(roots, catalog.Options{Logger: opts.Logger, OnChange: l.Changed,
+		files, err := catalog.New(roots, catalog.Options{Logger: opts.Logger, OnChange: l.filesChanged,
 			Debounce: opts.FilesDebounce, RescanEvery: opts.RescanEvery})
 		scanned <- scan{files, err}
 	}()
@@ -140,11 +144,16 @@ func (l *Library) Changed() {
 	case l.kick <- struct{}{}:
 	default:
 	}
-	if l.hashes != nil {
-		select {
-		case l.hashes.wake <- struct{}{}:
-		default:
-		}
+}
+
+// filesChanged is the catalog's news: the index and the background hashing
+// both have work. (Tag changes wake only the index: a pass of the hasher
+// over every file per tag change would cost a core at 100k assets.)
+func (l *Library) filesChanged() {
+	l.Changed()
+	select {
+	case l.hashes.wake <- struct{}{}:
+	default:
 	}
 }
 

@@ -53,6 +53,9 @@ type Upstream struct {
 	// OutputDir, when set, is where jobs write their images (as ComfyUI's
 	// output folder); /view serves them from there.
 	OutputDir string
+	// OSSAssets, when set, makes the fake a ComfyUI started with
+	// --enable-assets: GET /api/assets/{id} answers these, by id.
+	OSSAssets map[string]map[string]any
 	// InputDir, when set, is ComfyUI's input folder: /view serves it.
 	InputDir string
 	// ModelsDir, when set, is ComfyUI's models folder: /object_info lists
@@ -91,6 +94,7 @@ func New() *Upstream {
 	// The web app: static files are served bare only.
 	u.mux.HandleFunc("GET /{$}", u.index)
 	u.mux.HandleFunc("GET /app.js", u.appJS)
+	u.mux.HandleFunc("GET /api/assets/{id}", u.ossAsset)
 	u.mux.HandleFunc("GET /asset-panel.html", u.assetPanel)
 	u.mux.HandleFunc("GET /asset-panel.js", u.assetPanelJS)
 	// ComfyUI 0.33+ only, and only under /api.
@@ -489,6 +493,18 @@ func (u *Upstream) appJS(w http.ResponseWriter, r *http.Request) {
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', show); else show();
 })();
 `)
+}
+
+func (u *Upstream) ossAsset(w http.ResponseWriter, r *http.Request) {
+	u.mu.Lock()
+	a, ok := u.OSSAssets[r.PathValue("id")]
+	u.mu.Unlock()
+	if !ok {
+		w.WriteHeader(http.StatusNotFound)
+		writeJSON(w, map[string]any{"error": map[string]any{"code": "ASSET_NOT_FOUND", "message": "not found", "details": map[string]any{}}})
+		return
+	}
+	writeJSON(w, a)
 }
 
 // assetPanel is a page that uses comfyshim's asset API as the web app's
