@@ -220,7 +220,9 @@ func (a *api) list(c *gin.Context) {
 func (a *api) lookup(c *gin.Context) (assets.Asset, bool) {
 	id, err := assets.CanonicalID(c.Param("id"))
 	if err != nil {
-		fail(c, &Error{http.StatusBadRequest, "INVALID_ID", err.Error()})
+		// OSS ComfyUI's routes only match UUIDs, and the spec lists only 404
+		// for most of these routes: anything else names no asset.
+		fail(c, &Error{http.StatusNotFound, "ASSET_NOT_FOUND", "no asset with id " + strconv.Quote(c.Param("id")) + ": " + err.Error()})
 		return assets.Asset{}, false
 	}
 	x, ok := a.lib.Get(id)

@@ -181,13 +181,13 @@ func TestGetAssetAndContent(t *testing.T) {
 		t.Fatalf("upper-case id: %d %s", st, body)
 	}
 	for path, want := range map[string]string{
-		"/api/assets/not-a-uuid":                                   "INVALID_ID",
+		"/api/assets/not-a-uuid":                                   "ASSET_NOT_FOUND",
 		"/api/assets/00000000-0000-4000-8000-000000000000":         "ASSET_NOT_FOUND",
 		"/api/assets/00000000-0000-4000-8000-000000000000/content": "ASSET_NOT_FOUND",
-		"/api/assets/zzz/content":                                  "INVALID_ID",
+		"/api/assets/zzz/content":                                  "ASSET_NOT_FOUND",
 	} {
 		st, body := call(t, "GET", f.url(path), "")
-		if e := decode[ErrorResponse](t, body); e.Code != want || (st != 400 && st != 404) {
+		if e := decode[ErrorResponse](t, body); e.Code != want || st != 404 {
 			t.Errorf("%s: %d %s", path, st, body)
 		}
 	}
@@ -290,7 +290,7 @@ func TestTagBodyErrorsChangeNothing(t *testing.T) {
 		{"too long", "POST", id, `{"tags":["` + long + `"]}`, 400, "INVALID_BODY"},
 		{"control char", "POST", id, `{"tags":["a\u0000b"]}`, 400, "INVALID_BODY"},
 		{"too many", "POST", id, many, 400, "INVALID_BODY"},
-		{"bad id", "POST", "nope", `{"tags":["a"]}`, 400, "INVALID_ID"},
+		{"malformed id", "POST", "nope", `{"tags":["a"]}`, 404, "ASSET_NOT_FOUND"},
 		{"unknown id", "DELETE", "00000000-0000-4000-8000-000000000000", `{"tags":["a"]}`, 404, "ASSET_NOT_FOUND"},
 		{"oversized", "POST", id, `{"tags":["` + strings.Repeat("a", 2<<20) + `"]}`, 413, "PAYLOAD_TOO_LARGE"},
 	}
