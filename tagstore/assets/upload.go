@@ -1,6 +1,7 @@
 package assets
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -53,9 +54,20 @@ func (l *Library) Stage(r io.Reader, limit int64) (*Staged, error) {
 		return nil, err
 	}
 	h := blake3.New(32, nil)
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, limit+1))
+	// A multipart part reads in pieces of about 4 KiB: gather them into
+	// large writes, or the file costs a system call per piece and BLAKE3
+	// runs at a twentieth of its speed (it is vectorised over 16 KiB+).
+	bw := bufio.NewWriterSize(f, 1<<20)
+	hw := bufio.NewWriterSize(h, 1<<20)
+	n, err := io.Copy(io.MultiWriter(bw, hw), io.LimitReader(r, limit+1))
 	if err == nil && n > limit {
 		err = ErrUploadTooLarge
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = hw.Flush()
 	}
 	if err == nil {
 		err = f.Sync()
