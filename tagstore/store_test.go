@@ -441,12 +441,28 @@ func TestCrashLeavesACompleteFile(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		acked := map[string]string{}
+		// What the child acknowledged, in order: tags added, names set,
+		// entries deleted.
+		type want struct {
+			tag, name string
+			deleted   bool
+		}
+		acked := map[string]*want{}
 		sc := bufio.NewScanner(out)
-		for sc.Scan() && len(acked) < 40*(run+1) {
-			id, tag, ok := strings.Cut(sc.Text(), " ")
-			if ok {
-				acked[tag] = id
+		for n := 0; sc.Scan() && n < 60*(run+1); n++ {
+			f := strings.Fields(sc.Text())
+			if len(f) != 3 {
+				continue
+			}
+			switch f[0] {
+			case "add":
+				acked[f[1]] = &want{tag: f[2]}
+			case "set":
+				if w := acked[f[1]]; w != nil {
+					w.name = f[2]
+				}
+			case "del":
+				acked[f[1]] = &want{deleted: true}
 			}
 		}
 		_ = cmd.Process.Signal(syscall.SIGKILL)
@@ -456,19 +472,23 @@ func TestCrashLeavesACompleteFile(t *testing.T) {
 			t.Fatal("child acknowledged nothing")
 		}
 		final := readFile(t, path) // fails the test if torn
-		for tag, id := range acked {
-			found := false
-			for _, tg := range final[id].Tags {
-				found = found || tg == tag
-			}
-			if !found {
-				t.Fatalf("run %d: acknowledged tag %s on %s missing after kill -9", run, tag, id)
+		for id, w := range acked {
+			e, ok := final[id]
+			switch {
+			case w.deleted && ok:
+				t.Fatalf("run %d: acknowledged delete of %s undone after kill -9", run, id)
+			case w.deleted:
+			case !ok || !slices.Contains(e.Tags, w.tag):
+				t.Fatalf("run %d: acknowledged tag %s on %s missing after kill -9", run, w.tag, id)
+			case w.name != "" && e.Name != w.name:
+				t.Fatalf("run %d: acknowledged name %s on %s is %q after kill -9", run, w.name, id, e.Name)
 			}
 		}
 	}
 }
 
-// crashChild mutates forever, printing each mutation once acknowledged.
+// crashChild mutates forever (adds tags, sets names and metadata, deletes
+// entries), printing each mutation once acknowledged.
 func crashChild() {
 	s, err := Open(os.Getenv("TAGSTORE_CRASH_CHILD"), Options{})
 	if err != nil {
@@ -478,16 +498,38 @@ func crashChild() {
 	var mu sync.Mutex
 	for w := 0; w < 4; w++ {
 		go func(w int) {
-			for i := 0; ; i++ {
-				id := uuid.NewString()
-				tag := fmt.Sprintf("%d-%d-%s", w, i, id[:8])
-				if _, err := s.Add(id, Entry{Path: "output/x.png"}, []string{tag, "bulk"}); err != nil {
+			say := func(format string, args ...any) {
+				mu.Lock()
+				fmt.Printf(format, args...)
+				mu.Unlock()
+			}
+			check := func(err error) {
+				if err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(1)
 				}
-				mu.Lock()
-				fmt.Printf("%s %s\n", id, tag)
-				mu.Unlock()
+			}
+			for i := 0; ; i++ {
+				id := uuid.NewString()
+				tag := fmt.Sprintf("%d-%d-%s", w, i, id[:8])
+				_, err := s.Add(id, Entry{Path: "output/x.png"}, []string{tag, "bulk"})
+				check(err)
+				say("add %s %s\n", id, tag)
+				if i%3 == 0 {
+					_, err := s.Set(id, Entry{}, Update{Name: &tag, Meta: []byte(`{"i":` + fmt.Sprint(i) + `}`)})
+					check(err)
+					say("set %s %s\n", id, tag)
+				}
+				if i%5 == 4 {
+					// An entry of its own, so a delete the parent does not
+					// read (it stops reading before it kills) cannot
+					// contradict what it did read.
+					victim := uuid.NewString()
+					_, err := s.Add(victim, Entry{Path: "output/v.png"}, []string{"victim"})
+					check(err)
+					check(s.Delete(victim))
+					say("del %s x\n", victim)
+				}
 			}
 		}(w)
 	}
