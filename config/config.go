@@ -61,6 +61,9 @@ type Config struct {
 	ViewRedirect string
 	// ViewURLLifetime is how long a signed /api/view URL stays valid.
 	ViewURLLifetime time.Duration
+	// HashRateMB bounds the background hashing's reads in MB/s (0: none),
+	// so it does not compete with ComfyUI loading a model.
+	HashRateMB int64
 	// AdvertiseAssets tells the web app comfyshim serves the asset API
 	// ("assets": true in /features and the websocket's feature_flags).
 	AdvertiseAssets bool
@@ -103,6 +106,7 @@ func Default() Config {
 		SessionLifetime:       30 * 24 * time.Hour,
 		ViewRedirect:          "auto",
 		HashFiles:             "models",
+		HashRateMB:            64,
 		AdvertiseAssets:       true,
 		ViewURLLifetime:       5 * time.Minute,
 		WSPingInterval:        30 * time.Second,
@@ -240,6 +244,16 @@ var settings = []setting{
 			return fmt.Errorf("want none, models or all, got %q", v)
 		},
 		get: func(c *Config) string { return c.HashFiles }},
+	{key: "hash_rate_mb", flag: "hash-rate-mb", usage: "background hashing reads at most this many MB/s (0: no limit)",
+		set: func(c *Config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("want a non-negative integer, got %q", v)
+			}
+			c.HashRateMB = n
+			return nil
+		},
+		get: func(c *Config) string { return strconv.FormatInt(c.HashRateMB, 10) }},
 	{key: "absolute_preview_urls", flag: "absolute-preview-urls", usage: "make assets' preview_url absolute (scheme://host/...) instead of relative",
 		set: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)

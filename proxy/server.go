@@ -111,6 +111,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	ao := opts.Assets
 	ao.Logger, ao.OnReload, ao.OnWrite, ao.OnCompact = log, m.sidecarReloaded, m.sidecarWritten, m.sidecarCompacted
+	ao.HashRate = cfg.HashRateMB * 1_000_000
 	switch cfg.HashFiles {
 	case "models":
 		ao.HashRoots = []string{"models"}

@@ -3,6 +3,7 @@ package assets
 import (
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"slices"
@@ -167,13 +168,44 @@ func (l *Library) hashFile(f *catalog.File) (string, error) {
 	}
 	defer fh.Close()
 	h := blake3.New(32, nil)
-	if _, err := io.Copy(h, fh); err != nil {
-		return "", err
+	// Large reads (BLAKE3 is vectorised over 16 KiB and more), paced so a
+	// library of models does not compete with ComfyUI loading one.
+	buf := make([]byte, 1<<20)
+	start, done := time.Now(), int64(0)
+	for {
+		n, err := fh.Read(buf)
+		h.Write(buf[:n])
+		done += int64(n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+		if wait := pace(done, time.Since(start), l.hashRate); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-l.quit:
+				return "", errClosing
+			}
+		}
 	}
 	if fi, err := fh.Stat(); err != nil || fi.Size() != f.Size || !fi.ModTime().Equal(f.Modified) {
 		return "", os.ErrNotExist // changed while hashed: the next pass takes it
 	}
 	return "blake3:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+var errClosing = errors.New("the library is closing")
+
+// pace is how long to wait, having read done bytes in elapsed, to stay at
+// rate bytes per second (0: no limit).
+func pace(done int64, elapsed time.Duration, rate int64) time.Duration {
+	if rate <= 0 {
+		return 0
+	}
+	due := time.Duration(float64(done) / float64(rate) * float64(time.Second))
+	return due - elapsed
 }
 
 // ByHash returns a listed asset whose content has hash ("blake3:<hex>"), as

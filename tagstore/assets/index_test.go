@@ -219,3 +219,21 @@ func comfytestWait(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestPace(t *testing.T) {
+	for _, c := range []struct {
+		done    int64
+		elapsed time.Duration
+		rate    int64
+		want    time.Duration
+	}{
+		{64 << 20, 0, 64 << 20, time.Second},
+		{64 << 20, 400 * time.Millisecond, 64 << 20, 600 * time.Millisecond},
+		{64 << 20, 2 * time.Second, 64 << 20, -time.Second},
+		{1 << 30, 0, 0, 0},
+	} {
+		if got := pace(c.done, c.elapsed, c.rate); got != c.want {
+			t.Errorf("pace(%d, %v, %d) = %v, want %v", c.done, c.elapsed, c.rate, got, c.want)
+		}
+	}
+}

@@ -49,6 +49,7 @@ type Library struct {
 	roots     []Root
 	hashes    *hashIndex
 	hashRoots []string
+	hashRate  int64
 	hashDone  chan struct{}
 	files     *catalog.Catalog
 	tags      *tagstore.Store
@@ -86,6 +87,9 @@ type Options struct {
 	// HashRoots names the roots whose files are hashed in the background
 	// for lookups by hash ("models", say); uploads are always hashed.
 	HashRoots []string
+	// HashRate bounds the background hashing's reads, in bytes per second
+	// (0: unbounded).
+	HashRate int64
 }
 
 // Open loads the tags file, scans the folders, and starts keeping their
@@ -94,7 +98,7 @@ func Open(roots []Root, tagsFile string, opts Options) (*Library, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	l := &Library{roots: roots, hashes: openHashes(tagsFile), hashRoots: opts.HashRoots, hashDone: make(chan struct{}), log: opts.Logger, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	l := &Library{roots: roots, hashes: openHashes(tagsFile), hashRoots: opts.HashRoots, hashRate: opts.HashRate, hashDone: make(chan struct{}), log: opts.Logger, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	l.updated = sync.NewCond(&l.mu)
 	// Reading the tags file and walking the folders take about as long as
 	// each other at 100k assets: do both at once.
