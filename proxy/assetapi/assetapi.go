@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -124,8 +125,8 @@ type assetJSON struct {
 	Size           int64          `json:"size"`
 	MimeType       string         `json:"mime_type"`
 	Tags           []string       `json:"tags"`
-	UserMetadata   map[string]any `json:"user_metadata"`
-	Metadata       map[string]any `json:"metadata"`
+	UserMetadata   json.RawMessage `json:"user_metadata"`
+	Metadata       json.RawMessage `json:"metadata"`
 	PreviewURL     string         `json:"preview_url,omitempty"`
 	CreatedAt      string         `json:"created_at"`
 	UpdatedAt      string         `json:"updated_at"`
@@ -148,6 +149,56 @@ func loaderValue(x assets.Asset) string {
 	return x.Rel
 }
 
+// listJSON is a listing's answer.
+type listJSON struct {
+	Assets     []assetJSON `json:"assets"`
+	Total      int         `json:"total"`
+	HasMore    bool        `json:"has_more"`
+	NextCursor string      `json:"next_cursor,omitempty"`
+}
+
+// encodeBuffers are reused for listing answers (tens of KiB each, thousands
+// per second: garbage the collector would otherwise chase).
+var encodeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// writeJSON answers v as JSON (as gin's c.JSON does) from a reused buffer.
+func writeJSON(c *gin.Context, status int, v any) {
+	buf := encodeBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			encodeBuffers.Put(buf)
+		}
+	}()
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
+		fail(c, &Error{http.StatusInternalServerError, "INTERNAL_ERROR", "encoding the answer failed"})
+		return
+	}
+	c.Data(status, "application/json; charset=utf-8", buf.Bytes())
+}
+
+// emptyObject is every asset's metadata: shared, never modified.
+var emptyObject = json.RawMessage(`{}`)
+
+// userMetadata is what the API stored for an asset (meta, may be nil) with
+// "filename" set to the loader value unless the stored object sets it. A
+// listing renders a page of these: the common case allocates one string.
+func userMetadata(filename string, meta json.RawMessage) json.RawMessage {
+	if meta == nil {
+		b, _ := json.Marshal(filename)
+		return json.RawMessage(`{"filename":` + string(b) + `}`)
+	}
+	var um map[string]any
+	if json.Unmarshal(meta, &um) != nil {
+		um = map[string]any{}
+	}
+	if _, ok := um["filename"]; !ok {
+		um["filename"] = filename
+	}
+	b, _ := json.Marshal(um)
+	return b
+}
+
 func (a *api) toJSON(c *gin.Context, x assets.Asset) assetJSON {
 	lv := loaderValue(x)
 	out := assetJSON{
@@ -156,32 +207,25 @@ func (a *api) toJSON(c *gin.Context, x assets.Asset) assetJSON {
 		Size:           x.Size,
 		MimeType:       x.MIME,
 		Tags:           x.Tags,
-		UserMetadata:   map[string]any{"filename": lv},
-		Metadata:       map[string]any{},
+		Metadata:       emptyObject,
 		CreatedAt:      timestamp(x.Created),
 		UpdatedAt:      timestamp(x.Modified),
 		LastAccessTime: timestamp(x.Accessed),
 		DisplayName:    x.Rel,
 		LoaderPath:     lv,
 	}
-	if name, meta := a.lib.Extra(x.ID); name != "" || meta != nil {
-		if name != "" {
-			out.Name = name
-		}
-		var um map[string]any
-		if json.Unmarshal(meta, &um) == nil {
-			for k, v := range um {
-				out.UserMetadata[k] = v
-			}
-		}
+	name, meta := a.lib.Extra(x.ID)
+	if name != "" {
+		out.Name = name
 	}
+	out.UserMetadata = userMetadata(lv, meta)
 	if h, ok := a.lib.Hash(x); ok {
 		out.AssetHash = h
 	}
 	if x.Root != "models" && !x.Missing { // ComfyUI's /view serves input, output and temp only
+		// As url.Values would encode it (keys sorted), without its map.
 		sub, file := path.Split(x.Rel)
-		q := url.Values{"type": {x.Root}, "filename": {file}, "subfolder": {strings.TrimSuffix(sub, "/")}}
-		out.PreviewURL = "/api/view?" + q.Encode()
+		out.PreviewURL = "/api/view?filename=" + url.QueryEscape(file) + "&subfolder=" + url.QueryEscape(strings.TrimSuffix(sub, "/")) + "&type=" + url.QueryEscape(x.Root)
 		if a.opts.AbsoluteURLs {
 			out.PreviewURL = a.opts.Origin(c.Request) + out.PreviewURL
 		}
@@ -208,11 +252,11 @@ func (a *api) list(c *gin.Context) {
 	for i, x := range page {
 		out[i] = a.toJSON(c, x)
 	}
-	resp := gin.H{"assets": out, "total": total, "has_more": more}
+	resp := listJSON{Assets: out, Total: total, HasMore: more}
 	if more && len(page) > 0 {
-		resp["next_cursor"] = encodeCursor(assets.MarkOf(page[len(page)-1], q.sort, q.desc))
+		resp.NextCursor = encodeCursor(assets.MarkOf(page[len(page)-1], q.sort, q.desc))
 	}
-	c.JSON(http.StatusOK, resp)
+	writeJSON(c, http.StatusOK, resp)
 }
 
 // lookup resolves the :id parameter to a listed asset, answering the error
