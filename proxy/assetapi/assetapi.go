@@ -120,21 +120,21 @@ func Owns(p string) bool {
 // assetJSON is the Cloud Asset schema plus OSS ComfyUI's display_name,
 // loader_path and metadata.
 type assetJSON struct {
-	ID             string         `json:"id"`
-	Name           string         `json:"name"`
-	Size           int64          `json:"size"`
-	MimeType       string         `json:"mime_type"`
-	Tags           []string       `json:"tags"`
+	ID             string          `json:"id"`
+	Name           string          `json:"name"`
+	Size           int64           `json:"size"`
+	MimeType       string          `json:"mime_type"`
+	Tags           []string        `json:"tags"`
 	UserMetadata   json.RawMessage `json:"user_metadata"`
 	Metadata       json.RawMessage `json:"metadata"`
-	PreviewURL     string         `json:"preview_url,omitempty"`
-	CreatedAt      string         `json:"created_at"`
-	UpdatedAt      string         `json:"updated_at"`
-	LastAccessTime string         `json:"last_access_time"`
-	IsImmutable    bool           `json:"is_immutable"`
-	DisplayName    string         `json:"display_name"`
-	LoaderPath     string         `json:"loader_path"`
-	AssetHash      string         `json:"asset_hash,omitempty"`
+	PreviewURL     string          `json:"preview_url,omitempty"`
+	CreatedAt      string          `json:"created_at"`
+	UpdatedAt      string          `json:"updated_at"`
+	LastAccessTime string          `json:"last_access_time"`
+	IsImmutable    bool            `json:"is_immutable"`
+	DisplayName    string          `json:"display_name"`
+	LoaderPath     string          `json:"loader_path"`
+	AssetHash      string          `json:"asset_hash,omitempty"`
 }
 
 func timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
