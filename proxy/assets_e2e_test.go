@@ -133,22 +133,10 @@ func TestLargeAssetUploadStreams(t *testing.T) {
 	if _, err := io.Copy(h, comfytest.Pattern(size)); err != nil {
 		t.Fatal(err)
 	}
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		_ = mw.WriteField("tags", "models,model_type:checkpoints")
-		fw, err := mw.CreateFormFile("file", "big.safetensors")
-		if err == nil {
-			_, err = io.Copy(fw, comfytest.Pattern(size))
-		}
-		if err == nil {
-			err = mw.Close()
-		}
-		pw.CloseWithError(err)
-	}()
+	body, contentType := streamedMultipart([][2]string{{"tags", "models,model_type:checkpoints"}}, "file", "big.safetensors", size)
 	stop := heapPeak()
-	req := mustReq(t, "POST", s.URL+"/api/assets", pr)
-	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req := mustReq(t, "POST", s.URL+"/api/assets", body)
+	req.Header.Set("Content-Type", contentType)
 	var out struct {
 		AssetHash string `json:"asset_hash"`
 		Size      int64  `json:"size"`

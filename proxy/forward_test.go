@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"strings"
@@ -283,22 +282,10 @@ func TestLargeUploadStreams(t *testing.T) {
 	if _, err := io.Copy(want, comfytest.Pattern(size)); err != nil {
 		t.Fatal(err)
 	}
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		_ = mw.WriteField("overwrite", "true")
-		fw, err := mw.CreateFormFile("image", "big.png")
-		if err == nil {
-			_, err = io.Copy(fw, comfytest.Pattern(size))
-		}
-		if err == nil {
-			err = mw.Close()
-		}
-		pw.CloseWithError(err)
-	}()
+	body, contentType := streamedMultipart([][2]string{{"overwrite", "true"}}, "image", "big.png", size)
 	stop := heapPeak()
-	req := mustReq(t, "POST", s.URL+"/api/upload/image", pr)
-	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req := mustReq(t, "POST", s.URL+"/api/upload/image", body)
+	req.Header.Set("Content-Type", contentType)
 	var out struct {
 		Name      string `json:"name"`
 		SHA256    string `json:"sha256"`

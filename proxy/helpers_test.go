@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -165,4 +166,32 @@ func heapPeak() (stop func() uint64) {
 		}
 		return peak - base
 	}
+}
+
+// streamedMultipart is a multipart body written while it is read: fields
+// (name, value pairs) first, then a file part of size pattern bytes, so a
+// gigabyte upload costs the test no memory.
+func streamedMultipart(fields [][2]string, fileField, fileName string, size int64) (io.Reader, string) {
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		var err error
+		for _, f := range fields {
+			if err == nil {
+				err = mw.WriteField(f[0], f[1])
+			}
+		}
+		var fw io.Writer
+		if err == nil {
+			fw, err = mw.CreateFormFile(fileField, fileName)
+		}
+		if err == nil {
+			_, err = io.Copy(fw, comfytest.Pattern(size))
+		}
+		if err == nil {
+			err = mw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr, mw.FormDataContentType()
 }

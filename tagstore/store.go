@@ -517,24 +517,16 @@ func (s *Store) apply(batch []*op) (map[string]Entry, []opResult) {
 	overlay := map[string]Entry{}
 	results := make([]opResult, len(batch))
 	for i, o := range batch {
+		cur, exists := s.current(overlay, o.id)
 		if o.del {
-			_, inDoc := s.doc[o.id]
-			if prev, inOverlay := overlay[o.id]; (inOverlay && !prev.gone) || (!inOverlay && inDoc) {
+			if exists {
 				overlay[o.id] = Entry{gone: true, UpdatedAt: now}
 				s.stamp = now
 			}
 			continue
 		}
-		cur, ok := overlay[o.id]
-		if ok && cur.gone {
-			ok, cur = false, Entry{}
+		if !exists {
 			cur = Entry{Path: o.seed.Path, Tags: sortedUnique(o.seed.Tags)}
-			ok = true
-		}
-		if !ok {
-			if cur, ok = s.doc[o.id]; !ok {
-				cur = Entry{Path: o.seed.Path, Tags: sortedUnique(o.seed.Tags)}
-			}
 		}
 		next := cur
 		var changed, unchanged []string
@@ -559,9 +551,8 @@ func (s *Store) apply(batch []*op) (map[string]Entry, []opResult) {
 			continue
 		}
 		results[i].change = Change{Changed: changed, Unchanged: unchanged, Tags: next.Tags}
-		_, inDoc := s.doc[o.id]
-		_, inOverlay := overlay[o.id]
-		if !sameContent(next, cur) || (o.update != nil && !inDoc && !inOverlay) {
+		// An update makes an entry even when it matches the defaults.
+		if !sameContent(next, cur) || (o.update != nil && !exists) {
 			if next.Path == "" {
 				next.Path = o.seed.Path
 			}
@@ -571,6 +562,16 @@ func (s *Store) apply(batch []*op) (map[string]Entry, []opResult) {
 		}
 	}
 	return overlay, results
+}
+
+// current is an asset's entry as the batch so far leaves it: the batch's
+// own change if it has one (a deletion: none), else the document's.
+func (s *Store) current(overlay map[string]Entry, id string) (Entry, bool) {
+	if e, ok := overlay[id]; ok {
+		return e, !e.gone
+	}
+	e, ok := s.doc[id]
+	return e, ok
 }
 
 // applyTags returns the sorted tag list after adding or removing req, with

@@ -584,16 +584,8 @@ func TestSetNameAndMetadata(t *testing.T) {
 			t.Fatalf("bad update %+v: %v", bad, err)
 		}
 	}
-	// Reopen from the journal only (no compaction happened yet): a second
-	// store cannot open while this one holds the lock, so simulate the crash
-	// by copying the two files.
-	dir := t.TempDir()
-	copyFile(t, path, filepath.Join(dir, "tags.json"))
-	copyFile(t, path+".journal", filepath.Join(dir, "tags.json.journal"))
-	s2, err := Open(filepath.Join(dir, "tags.json"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Reopen from the journal only (no compaction happened yet).
+	s2 := openCopy(t, path)
 	if got, _ := s2.Get(idA); got.Name != name || string(got.Meta) != `{"rating":5,"note":"ok"}` {
 		t.Fatalf("from the journal: %+v", got)
 	}
@@ -619,6 +611,20 @@ func TestSetNameAndMetadata(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// openCopy opens a copy of the tags file and its journal as a crash would
+// leave them (the store at path keeps its lock, so it cannot be reopened).
+func openCopy(t *testing.T, path string) *Store {
+	t.Helper()
+	dir := t.TempDir()
+	copyFile(t, path, filepath.Join(dir, "tags.json"))
+	copyFile(t, path+".journal", filepath.Join(dir, "tags.json.journal"))
+	s, err := Open(filepath.Join(dir, "tags.json"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
 
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
@@ -657,13 +663,7 @@ func TestDelete(t *testing.T) {
 	if _, ok := s.Get(idB); ok || s.TagCounts()["gone"] != 0 || s.Len() != 1 {
 		t.Fatalf("after Delete: len %d, counts %v", s.Len(), s.TagCounts())
 	}
-	dir := t.TempDir()
-	copyFile(t, path, filepath.Join(dir, "tags.json"))
-	copyFile(t, path+".journal", filepath.Join(dir, "tags.json.journal"))
-	s2, err := Open(filepath.Join(dir, "tags.json"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s2 := openCopy(t, path)
 	if _, ok := s2.Get(idB); ok {
 		t.Fatal("a deleted entry came back from the journal")
 	}

@@ -99,12 +99,12 @@ func (a *api) upload(c *gin.Context) {
 		fail(c, &Error{http.StatusBadRequest, "MISSING_FILE", `no "file" part`})
 		return
 	}
-	tags, err := uploadTags(tagValues)
+	tags, err := formTags(tagValues)
 	if err != nil {
 		fail(c, err)
 		return
 	}
-	root, category, err := uploadTarget(tags)
+	tags, root, category, err := uploadTarget(tags)
 	if err != nil {
 		fail(c, err)
 		return
@@ -159,9 +159,9 @@ type createdJSON struct {
 	CreatedNew bool `json:"created_new"`
 }
 
-// uploadTags reads the tags fields: repeated, comma-separated, or a JSON
+// formTags reads the tags fields: repeated, comma-separated, or a JSON
 // array.
-func uploadTags(values []string) ([]string, error) {
+func formTags(values []string) ([]string, error) {
 	var tags []string
 	for _, v := range values {
 		v = strings.TrimSpace(v)
@@ -175,36 +175,37 @@ func uploadTags(values []string) ([]string, error) {
 		}
 		tags = append(tags, tagList([]string{v})...)
 	}
-	if len(tags) > assets.MaxTagsPerRequest {
-		return nil, &Error{http.StatusBadRequest, "INVALID_BODY", fmt.Sprintf("%d tags; at most %d", len(tags), assets.MaxTagsPerRequest)}
-	}
-	if len(tags) == 0 {
-		return []string{}, nil
-	}
-	norm, err := assets.NormalizeTags(tags)
-	if err != nil {
-		return nil, &Error{http.StatusBadRequest, "INVALID_BODY", err.Error()}
-	}
-	return norm, nil
+	return tags, nil
 }
 
-// uploadTarget chooses the folder from the tags.
-func uploadTarget(tags []string) (root, category string, err error) {
+// uploadTarget checks an upload's tags and chooses the folder from them:
+// "models" with "model_type:<category>" that model folder, "output"
+// output/, anything else input/. It returns the tags normalised.
+func uploadTarget(tags []string) (norm []string, root, category string, err error) {
+	if len(tags) > assets.MaxTagsPerRequest {
+		return nil, "", "", &Error{http.StatusBadRequest, "INVALID_BODY", fmt.Sprintf("%d tags; at most %d", len(tags), assets.MaxTagsPerRequest)}
+	}
+	norm = []string{}
+	if len(tags) > 0 {
+		if norm, err = assets.NormalizeTags(tags); err != nil {
+			return nil, "", "", &Error{http.StatusBadRequest, "INVALID_BODY", err.Error()}
+		}
+	}
 	switch {
-	case slices.Contains(tags, "models"):
-		for _, t := range tags {
+	case slices.Contains(norm, "models"):
+		for _, t := range norm {
 			if c, ok := strings.CutPrefix(t, "model_type:"); ok {
 				if _, err := assets.CleanName(c); err != nil || strings.ContainsAny(c, `/\`) {
-					return "", "", &Error{http.StatusBadRequest, "INVALID_BODY", fmt.Sprintf("model_type %q is not a folder name", c)}
+					return nil, "", "", &Error{http.StatusBadRequest, "INVALID_BODY", fmt.Sprintf("model_type %q is not a folder name", c)}
 				}
-				return "models", c, nil
+				return norm, "models", c, nil
 			}
 		}
-		return "", "", &Error{http.StatusBadRequest, "INVALID_BODY", `a "models" upload needs a "model_type:<category>" tag`}
-	case slices.Contains(tags, "output"):
-		return "output", "", nil
+		return nil, "", "", &Error{http.StatusBadRequest, "INVALID_BODY", `a "models" upload needs a "model_type:<category>" tag`}
+	case slices.Contains(norm, "output"):
+		return norm, "output", "", nil
 	}
-	return "input", "", nil
+	return norm, "input", "", nil
 }
 
 func uploadError(err error, limit int64) *Error {
@@ -278,12 +279,7 @@ func (a *api) fromHash(c *gin.Context) {
 		fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", `"tags" needs at least one tag`})
 		return
 	}
-	tags, err := uploadTags([]string{mustJSON(req.Tags)})
-	if err != nil {
-		fail(c, err)
-		return
-	}
-	root, category, err := uploadTarget(tags)
+	tags, root, category, err := uploadTarget(req.Tags)
 	if err != nil {
 		fail(c, err)
 		return
@@ -329,9 +325,4 @@ func (a *api) fromHash(c *gin.Context) {
 	out := createdJSON{assetJSON: a.toJSON(c, x), CreatedNew: true}
 	out.AssetHash = req.Hash
 	c.JSON(http.StatusCreated, out)
-}
-
-func mustJSON(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
 }

@@ -186,6 +186,12 @@ func (h *Hub) deliver(owner string, f []byte, skip *Conn) {
 		}
 	}
 	h.mu.Unlock()
+	h.enqueue(to, f)
+}
+
+// enqueue queues f for each socket without waiting: a socket whose queue is
+// full (its client stopped reading) loses the frame, counted.
+func (h *Hub) enqueue(to []*Conn, f []byte) {
 	for _, c := range to {
 		select {
 		case c.out <- f:
@@ -208,14 +214,7 @@ func (h *Hub) Broadcast(msg []byte) {
 		}
 	}
 	h.mu.Unlock()
-	for _, c := range to {
-		select {
-		case c.out <- f:
-		case <-c.done:
-		default:
-			h.dropped.Add(1)
-		}
-	}
+	h.enqueue(to, f)
 }
 
 // Write carries ComfyUI's bytes to the client, noting frame boundaries.

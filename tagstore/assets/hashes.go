@@ -230,7 +230,7 @@ func (l *Library) Hash(a Asset) (string, bool) {
 }
 
 // WaitHashed waits until the background hashing has hashed every listed
-// file of the hashed roots, or d passes (tests and the seed endpoint's synchronous mode).
+// file of the hashed roots, or d passes (for tests).
 func (l *Library) WaitHashed(d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for {

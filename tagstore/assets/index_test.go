@@ -199,7 +199,7 @@ func TestHashCacheSurvivesRestart(t *testing.T) {
 		t.Fatalf("after a restart: %q %v, want %q", h, ok, h1)
 	}
 	os.WriteFile(p, []byte("new weights!"), 0o644)
-	comfytestWait(t, func() bool {
+	eventually(t, func() bool {
 		x := l.Current()
 		if x.Len() != 1 {
 			return false
@@ -209,7 +209,8 @@ func TestHashCacheSurvivesRestart(t *testing.T) {
 	})
 }
 
-func comfytestWait(t *testing.T, cond func() bool) {
+// eventually polls cond until it holds, failing the test after 10 s.
+func eventually(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

@@ -220,9 +220,22 @@ func (l *Library) Current() *Index { return l.index.Load() }
 // that changed tags sees the change in its next listing.
 func (l *Library) waitTags(gen uint64) {
 	l.Changed()
+	l.waitIndex(func(x *Index) bool { return x.TagGen >= gen }, 0)
+}
+
+// waitIndex waits until the published index satisfies done, the library
+// closes, or d passes (d = 0: no limit).
+func (l *Library) waitIndex(done func(*Index) bool, d time.Duration) {
+	var deadline time.Time
+	if d > 0 {
+		deadline = time.Now().Add(d)
+		// Wake the waiter at the deadline even if nothing is published.
+		stop := time.AfterFunc(d, func() { l.mu.Lock(); l.updated.Broadcast(); l.mu.Unlock() })
+		defer stop.Stop()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for l.index.Load().TagGen < gen {
+	for !done(l.index.Load()) && (deadline.IsZero() || time.Now().Before(deadline)) {
 		select {
 		case <-l.quit:
 			return

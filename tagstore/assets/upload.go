@@ -260,22 +260,7 @@ func (l *Library) Delete(a Asset, withModelFile bool) error {
 // waitListed waits until the index lists id (or no longer does), or d
 // passes.
 func (l *Library) waitListed(id string, listed bool, d time.Duration) {
-	stop := time.AfterFunc(d, func() { l.mu.Lock(); l.updated.Broadcast(); l.mu.Unlock() })
-	defer stop.Stop()
-	deadline := time.Now().Add(d)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for time.Now().Before(deadline) {
-		if _, ok := l.index.Load().position(id); ok == listed {
-			return
-		}
-		select {
-		case <-l.quit:
-			return
-		default:
-		}
-		l.updated.Wait()
-	}
+	l.waitIndex(func(x *Index) bool { _, ok := x.position(id); return ok == listed }, d)
 }
 
 // Rescan walks every folder again (what the folder watch may have missed,
@@ -286,17 +271,7 @@ func (l *Library) Rescan() (before, after int) {
 	l.files.Rescan()
 	snap := l.files.Snapshot()
 	l.Changed()
-	l.mu.Lock()
-	for l.index.Load().FileGen < snap.Gen {
-		select {
-		case <-l.quit:
-			l.mu.Unlock()
-			return before, len(snap.Files)
-		default:
-		}
-		l.updated.Wait()
-	}
-	l.mu.Unlock()
+	l.waitIndex(func(x *Index) bool { return x.FileGen >= snap.Gen }, 0)
 	return before, len(snap.Files)
 }
 

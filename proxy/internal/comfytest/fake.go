@@ -98,9 +98,9 @@ func New() *Upstream {
 	u.mux.HandleFunc("GET /asset-panel.html", u.assetPanel)
 	u.mux.HandleFunc("GET /asset-panel.js", u.assetPanelJS)
 	// ComfyUI 0.33+ only, and only under /api.
-	u.mux.HandleFunc("GET /api/jobs", u.jobsList)
-	u.mux.HandleFunc("GET /api/jobs/{id}", u.jobsOne)
-	u.mux.HandleFunc("POST /api/jobs/{id}/cancel", u.jobsCancel)
+	u.mux.HandleFunc("GET /api/jobs", u.onlyWithJobs(u.jobsList))
+	u.mux.HandleFunc("GET /api/jobs/{id}", u.onlyWithJobs(u.jobsOne))
+	u.mux.HandleFunc("POST /api/jobs/{id}/cancel", u.onlyWithJobs(u.jobsCancel))
 	// ComfyUI registers every route bare and under /api.
 	for _, prefix := range []string{"", "/api"} {
 		u.mux.HandleFunc("GET "+prefix+"/system_stats", u.systemStats)
@@ -548,6 +548,18 @@ func (u *Upstream) assetPanelJS(w http.ResponseWriter, r *http.Request) {
   document.getElementById('result').textContent = JSON.stringify(out);
 })();
 `)
+}
+
+// onlyWithJobs serves a /api/jobs route when the fake is a ComfyUI that has
+// them (JobsAPI), and answers the empty 404 of an unknown route otherwise.
+func (u *Upstream) onlyWithJobs(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !u.JobsAPI {
+			emptyNotFound{w}.WriteHeader(http.StatusNotFound)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // emptyNotFound drops the body net/http writes with a 404, as ComfyUI sends

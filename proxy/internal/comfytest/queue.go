@@ -501,10 +501,6 @@ func (j *job) jobJSON(status string, full bool) map[string]any {
 }
 
 func (u *Upstream) jobsList(w http.ResponseWriter, r *http.Request) {
-	if !u.JobsAPI {
-		emptyNotFound{w}.WriteHeader(http.StatusNotFound)
-		return
-	}
 	q := r.URL.Query()
 	want := map[string]bool{}
 	for _, s := range strings.Split(q.Get("status"), ",") {
@@ -559,10 +555,6 @@ func (u *Upstream) jobsList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *Upstream) jobsOne(w http.ResponseWriter, r *http.Request) {
-	if !u.JobsAPI {
-		emptyNotFound{w}.WriteHeader(http.StatusNotFound)
-		return
-	}
 	id := r.PathValue("id")
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -585,10 +577,6 @@ func (u *Upstream) jobsOne(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *Upstream) jobsCancel(w http.ResponseWriter, r *http.Request) {
-	if !u.JobsAPI {
-		emptyNotFound{w}.WriteHeader(http.StatusNotFound)
-		return
-	}
 	id := r.PathValue("id")
 	u.mu.Lock()
 	if j := u.q.running; j != nil && j.id == id {
