@@ -77,6 +77,15 @@ type Config struct {
 	// WSPingInterval is how often an open websocket gets a ping, so proxies
 	// and tunnels that cut idle sockets keep it; 0 disables pings.
 	WSPingInterval time.Duration
+	// JobRetention is how long a Comfy API v2 job's record (its status,
+	// outputs and workflow) is kept after submission: its expires_at.
+	JobRetention time.Duration
+	// MaxQueueDepth refuses v2 submissions (429 queue_full) while ComfyUI
+	// has this many prompts queued or running; 0: no limit.
+	MaxQueueDepth int64
+	// MaxEventStreams bounds the open v2 event streams (each costs about
+	// 10 KiB, measured); past it a new stream gets 429 too_many_streams.
+	MaxEventStreams int64
 
 	MaxBodyBytes          int64         // bound on local JSON request bodies
 	MaxUploadBytes        int64         // bound on a file uploaded to POST /api/assets
@@ -110,6 +119,8 @@ func Default() Config {
 		AdvertiseAssets:       true,
 		ViewURLLifetime:       5 * time.Minute,
 		WSPingInterval:        30 * time.Second,
+		JobRetention:          7 * 24 * time.Hour,
+		MaxEventStreams:       10000,
 		LogLevel:              "info",
 	}
 }
@@ -273,6 +284,22 @@ var settings = []setting{
 			return setDuration(&c.WSPingInterval, v)
 		},
 		get: func(c *Config) string { return c.WSPingInterval.String() }},
+	{key: "job_retention", flag: "job-retention", usage: "how long a v2 job's record (status, outputs, workflow) is kept",
+		set: func(c *Config, v string) error { return setDuration(&c.JobRetention, v) },
+		get: func(c *Config) string { return c.JobRetention.String() }},
+	{key: "max_queue_depth", flag: "max-queue-depth", usage: "v2 submissions get 429 queue_full while ComfyUI has this many prompts (0: no limit)",
+		set: func(c *Config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("want a non-negative integer, got %q", v)
+			}
+			c.MaxQueueDepth = n
+			return nil
+		},
+		get: func(c *Config) string { return strconv.FormatInt(c.MaxQueueDepth, 10) }},
+	{key: "max_event_streams", flag: "max-event-streams", usage: "most v2 event streams open at once",
+		set: func(c *Config, v string) error { return setPositive(&c.MaxEventStreams, v) },
+		get: func(c *Config) string { return strconv.FormatInt(c.MaxEventStreams, 10) }},
 	{key: "max_body_bytes", flag: "max-body-bytes", usage: "largest accepted body for local JSON endpoints",
 		set: func(c *Config, v string) error { return setPositive(&c.MaxBodyBytes, v) },
 		get: func(c *Config) string { return strconv.FormatInt(c.MaxBodyBytes, 10) }},
@@ -452,6 +479,12 @@ func (c *Config) finish() error {
 // cookies): beside the tags file.
 func (c *Config) SecretFile() string {
 	return filepath.Join(filepath.Dir(c.TagsFile), "comfyshim-secret")
+}
+
+// JobsDir is where comfyshim keeps Comfy API v2 job records, beside the
+// tags file.
+func (c *Config) JobsDir() string {
+	return filepath.Join(filepath.Dir(c.TagsFile), "comfyshim-jobs")
 }
 
 // KeysConfigured reports whether authentication is on: keys were given by

@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 
@@ -128,29 +129,20 @@ func (a *api) upload(c *gin.Context) {
 	}
 	// The same content already in that folder: that asset is returned (as
 	// the Cloud spec says), with the tags asked for added.
-	if dup, ok := a.lib.ByHash(staged.Hash); ok && dup.Root == root && (category == "" || dup.Category == category || strings.HasPrefix(dup.Rel, category+"/")) {
-		if len(tags) > 0 {
-			if _, err := a.lib.AddTags(dup, tags); err != nil {
-				fail(c, storeError(err))
-				return
-			}
-			dup, _ = a.lib.Get(dup.ID)
-		}
-		out := createdJSON{assetJSON: a.toJSON(c, dup), CreatedNew: false}
-		out.AssetHash = staged.Hash
-		c.JSON(http.StatusOK, out)
-		return
-	}
 	s := staged
-	staged = nil // Place consumes it
-	x, err := a.lib.Place(s, root, category, fileName, u)
+	staged = nil // Add consumes it
+	x, created, err := a.lib.Add(s, root, category, fileName, u)
 	if err != nil {
 		fail(c, uploadError(err, a.opts.MaxUpload))
 		return
 	}
-	out := createdJSON{assetJSON: a.toJSON(c, x), CreatedNew: true}
+	out := createdJSON{assetJSON: a.toJSON(c, x), CreatedNew: created}
 	out.AssetHash = s.Hash
-	c.JSON(http.StatusCreated, out)
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	c.JSON(status, out)
 }
 
 // createdJSON is Cloud's AssetCreated.
@@ -301,20 +293,16 @@ func (a *api) fromHash(c *gin.Context) {
 	if len(req.UserMetadata) > 0 && string(req.UserMetadata) != "null" {
 		u.Meta = req.UserMetadata
 	}
-	f, err := a.lib.Open(src)
-	if err != nil {
+	staged, err := a.lib.Copy(src, req.Hash, a.opts.MaxUpload)
+	switch {
+	case errors.Is(err, assets.ErrChanged):
+		fail(c, &Error{http.StatusConflict, "HASH_MISMATCH", "the file with that hash changed; try again"})
+		return
+	case errors.Is(err, os.ErrNotExist):
 		fail(c, &Error{http.StatusNotFound, "ASSET_NOT_FOUND", "the asset with that content is no longer readable"})
 		return
-	}
-	staged, err := a.lib.Stage(f, a.opts.MaxUpload)
-	f.Close()
-	if err != nil {
+	case err != nil:
 		fail(c, uploadError(err, a.opts.MaxUpload))
-		return
-	}
-	if staged.Hash != req.Hash {
-		staged.Discard()
-		fail(c, &Error{http.StatusConflict, "HASH_MISMATCH", "the file with that hash changed; try again"})
 		return
 	}
 	x, err := a.lib.Place(staged, root, category, name, u)

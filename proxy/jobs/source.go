@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -194,4 +195,50 @@ func (s *source) queue(ctx context.Context) ([]Job, error) {
 		}
 	}
 	return out, nil
+}
+
+// Source reads jobs from one ComfyUI for another face of the job API (Comfy
+// API v2): the same routes, fallbacks and Job values as this package's.
+type Source struct{ s *source }
+
+// NewSource reads from the ComfyUI at base through rt.
+func NewSource(base *url.URL, rt http.RoundTripper) *Source {
+	return &Source{&source{base: base, client: &http.Client{Transport: rt}}}
+}
+
+// Job returns one job with its details (outputs, execution error), or
+// ok=false when ComfyUI knows no such id.
+func (s *Source) Job(ctx context.Context, id string) (Job, bool, error) { return s.s.job(ctx, id) }
+
+// Queue returns the running prompts, then the pending ones in the order
+// ComfyUI will run them.
+func (s *Source) Queue(ctx context.Context) ([]Job, error) {
+	q, err := s.s.queue(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(q, func(a, b int) bool {
+		if (q[a].Status == StatusInProgress) != (q[b].Status == StatusInProgress) {
+			return q[a].Status == StatusInProgress
+		}
+		return priority(q[a]) < priority(q[b])
+	})
+	return q, nil
+}
+
+// Post sends a JSON body to one of ComfyUI's routes and returns its answer.
+func (s *Source) Post(ctx context.Context, path string, body []byte) (int, []byte, error) {
+	return s.s.get(ctx, http.MethodPost, path, body)
+}
+
+// priority is a queued prompt's number: ComfyUI runs the lowest first.
+func priority(j Job) float64 {
+	switch v := j.Priority.(type) {
+	case float64:
+		return v
+	case json.Number:
+		f, _ := v.Float64()
+		return f
+	}
+	return 0
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -304,4 +305,94 @@ func (l *Library) MarkUploaded(root, rel string) error {
 		l.Changed()
 	}
 	return err
+}
+
+// Add places a staged upload as Place does, unless an asset in that folder
+// (for models, that category) already has the same content: then that
+// asset is returned, with the tags u asks for added, and created is false.
+// Both asset APIs (Cloud's and Comfy API v2) dedup this way.
+func (l *Library) Add(s *Staged, root, category, name string, u Update) (a Asset, created bool, err error) {
+	if dup, ok := l.ByHash(s.Hash); ok && dup.Root == root && (category == "" || dup.Category == category || strings.HasPrefix(dup.Rel, category+"/")) {
+		s.Discard()
+		if tags := derefTags(u.Tags); len(tags) > 0 {
+			if _, err := l.AddTags(dup, tags); err != nil {
+				return Asset{}, false, err
+			}
+			dup, _ = l.Get(dup.ID)
+		}
+		return dup, false, nil
+	}
+	a, err = l.Place(s, root, category, name, u)
+	return a, err == nil, err
+}
+
+// ErrChanged says the file with the asked-for hash no longer has it.
+var ErrChanged = errors.New("the file with that hash changed")
+
+// Copy stages the content of src again (a new, independent file), checking
+// it still hashes to want. The caller places it.
+func (l *Library) Copy(src Asset, want string, limit int64) (*Staged, error) {
+	f, err := l.Open(src)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	s, err := l.Stage(f, limit)
+	if err != nil {
+		return nil, err
+	}
+	if s.Hash != want {
+		s.Discard()
+		return nil, ErrChanged
+	}
+	return s, nil
+}
+
+// Stat describes the file at rel inside root (input, output or temp) as
+// the catalog will list it, without waiting for the folder watch: for
+// files ComfyUI has just written.
+func (l *Library) Stat(root, rel string) (*catalog.File, error) {
+	dir := l.rootDir(root, "")
+	if dir == "" {
+		return nil, fmt.Errorf("%w (%s)", ErrNoFolder, root)
+	}
+	p, err := inside(dir, rel)
+	if err != nil {
+		return nil, err
+	}
+	info, err := os.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a file", rel)
+	}
+	return catalog.NewFile(Root{Name: root}, rel, filepath.Dir(p), info), nil
+}
+
+// inside joins a slash-separated relative path named by someone else to
+// dir, refusing anything that would leave it: "..", absolute or hidden
+// parts, and symbolic links pointing out of the folder.
+func inside(dir, rel string) (string, error) {
+	if rel == "" || !fs.ValidPath(rel) || strings.Contains(rel, `\`) {
+		return "", fmt.Errorf("%w: %q", ErrBadName, rel)
+	}
+	for _, part := range strings.Split(rel, "/") {
+		if strings.HasPrefix(part, ".") || strings.ContainsRune(part, ':') {
+			return "", fmt.Errorf("%w: %q", ErrBadName, rel)
+		}
+	}
+	p := filepath.Join(dir, filepath.FromSlash(rel))
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", err
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", err
+	}
+	if r, err := filepath.Rel(realDir, real); err != nil || r == ".." || strings.HasPrefix(r, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("%w: %q leaves its folder", ErrBadName, rel)
+	}
+	return p, nil
 }
