@@ -202,3 +202,34 @@ func probeWritable(dir string) error {
 // SyncDir makes the creation or renaming of a file in dir durable (a no-op
 // where the platform has no such call; see syncDirPlatform).
 func SyncDir(dir string) error { return syncDir(dir) }
+
+// WriteFile durably puts data at path in place of what was there: written
+// to a temporary file beside it, fsynced, renamed over path, the folder
+// fsynced. A crash leaves either the old file or the new one whole. For
+// comfyshim's own files that nobody edits (job records).
+func WriteFile(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = replaceFile(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("%w: fsync %s: %v", ErrNotDurable, dir, err)
+	}
+	return nil
+}

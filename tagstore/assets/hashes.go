@@ -221,6 +221,21 @@ func (l *Library) ByHash(hash string) (Asset, bool) {
 	return Asset{}, false
 }
 
+// ByHashIn returns a listed asset in root (for models, in category) whose
+// content has hash, as far as the background hashing has got.
+func (l *Library) ByHashIn(hash, root, category string) (Asset, bool) {
+	for _, id := range l.hashes.ids(hash) {
+		a, ok := l.Get(id)
+		if !ok || a.Missing || a.Root != root || (category != "" && a.Category != category && !strings.HasPrefix(a.Rel, category+"/")) {
+			continue
+		}
+		if h, ok := l.hashes.current(a.File); ok && h == hash {
+			return a, true
+		}
+	}
+	return Asset{}, false
+}
+
 // Hash returns an asset's content hash if it is known yet.
 func (l *Library) Hash(a Asset) (string, bool) {
 	if a.Missing {

@@ -312,7 +312,7 @@ func (l *Library) MarkUploaded(root, rel string) error {
 // asset is returned, with the tags u asks for added, and created is false.
 // Both asset APIs (Cloud's and Comfy API v2) dedup this way.
 func (l *Library) Add(s *Staged, root, category, name string, u Update) (a Asset, created bool, err error) {
-	if dup, ok := l.ByHash(s.Hash); ok && dup.Root == root && (category == "" || dup.Category == category || strings.HasPrefix(dup.Rel, category+"/")) {
+	if dup, ok := l.ByHashIn(s.Hash, root, category); ok {
 		s.Discard()
 		if tags := derefTags(u.Tags); len(tags) > 0 {
 			if _, err := l.AddTags(dup, tags); err != nil {
