@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/comfyshim/comfyshim/proxy/apiv2"
 	"github.com/comfyshim/comfyshim/proxy/signedurl"
 )
 
@@ -28,7 +29,7 @@ func (s *Server) authenticate(c *gin.Context) {
 		c.Next()
 		return
 	}
-	if r.URL.Path == "/api/view" && signedurl.Signed(r.URL.RawQuery) {
+	if (r.URL.Path == "/api/view" || apiv2.ContentPath(r.URL.Path)) && signedurl.Signed(r.URL.RawQuery) {
 		// A signed URL is its own credential; any other is stripped.
 		takeCredentials(r)
 		takeSessionCookie(r)

@@ -13,6 +13,7 @@ const (
 	viaAPIKeyHeader        // X-API-Key, the Cloud scheme
 	viaKey                 // Authorization or ?token=
 	viaCookie              // a signed-in browser
+	viaSigned              // a signed URL: good for the one resource it names
 )
 
 // caller is who a request acts for: the owner its jobs and websocket events

@@ -187,6 +187,12 @@ func (l *socketLog) forPrompt(id string) []string {
 	return out
 }
 
+// finished: the prompt's messages end as ComfyUI ends one that succeeded,
+// with "executing" (no node) once its history has it.
+func finished(ev []string) bool {
+	return len(ev) >= 2 && ev[len(ev)-2] == "execution_success" && ev[len(ev)-1] == "executing"
+}
+
 func dialWS(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
 	conn, resp, err := websocket.DefaultDialer.Dial(url, nil)
@@ -267,7 +273,7 @@ func TestCloudJobFlow(t *testing.T) {
 
 			comfytest.WaitFor(t, func() bool {
 				ev := watcher.forPrompt(id)
-				return len(ev) > 0 && ev[len(ev)-1] == "execution_success"
+				return finished(ev)
 			})
 			ev := strings.Join(watcher.forPrompt(id), ",")
 			for _, want := range []string{"execution_start", "executing", "progress", "preview", "executed", "execution_success"} {
@@ -399,10 +405,10 @@ func TestJobEventsPerOwner(t *testing.T) {
 		}
 		done := func(l *socketLog) bool {
 			ev := l.forPrompt(id)
-			return len(ev) > 0 && ev[len(ev)-1] == "execution_success"
+			return finished(ev)
 		}
 		comfytest.WaitFor(t, func() bool { return done(tab) && done(sibling) })
-		want := "execution_start,execution_cached,executing,progress,preview,progress,executed,executing,execution_success"
+		want := "execution_start,execution_cached,executing,progress,preview,progress,executed,execution_success,executing"
 		if got := strings.Join(tab.forPrompt(id), ","); got != want {
 			t.Fatalf("the prompt's own socket saw %s\nwant %s", got, want)
 		}
@@ -413,7 +419,7 @@ func TestJobEventsPerOwner(t *testing.T) {
 		cc2 := newCloudClient(t, s.URL, other)
 		id2 := cc2.submit(saveImage)
 		comfytest.WaitFor(t, func() bool {
-			return done(stranger) || len(stranger.forPrompt(id2)) > 0 && stranger.forPrompt(id2)[len(stranger.forPrompt(id2))-1] == "execution_success"
+			return done(stranger) || finished(stranger.forPrompt(id2))
 		})
 		if ev := stranger.forPrompt(id); len(ev) != 0 {
 			t.Fatalf("another key's socket saw the prompt: %v", ev)
@@ -439,7 +445,7 @@ func TestJobEventsPerOwner(t *testing.T) {
 		nobody := cc.submit(saveImage)
 		done := func(l *socketLog, id string) bool {
 			ev := l.forPrompt(id)
-			return len(ev) > 0 && ev[len(ev)-1] == "execution_success"
+			return finished(ev)
 		}
 		comfytest.WaitFor(t, func() bool { return done(a, own) && done(a, nobody) && done(b, nobody) })
 		if ev := b.forPrompt(own); len(ev) != 0 {

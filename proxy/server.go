@@ -19,6 +19,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/comfyshim/comfyshim/config"
+	"github.com/comfyshim/comfyshim/proxy/apiv2"
 	"github.com/comfyshim/comfyshim/proxy/assetapi"
 	"github.com/comfyshim/comfyshim/proxy/jobs"
 	"github.com/comfyshim/comfyshim/proxy/signedurl"
@@ -46,7 +47,8 @@ type Server struct {
 	uploads        chan [2]string // files to tag "uploaded": root, path inside
 	registry       *jobs.Registry
 	signer         *signedurl.Signer // nil without keys
-	stop           chan struct{}     // closed by Close
+	v2             *apiv2.API
+	stop           chan struct{} // closed by Close
 
 	mu       sync.Mutex
 	closing  bool
@@ -147,6 +149,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Ping:     cfg.WSPingInterval,
 		Logger:   log,
 		Executed: s.executedOutputs,
+		Collected: func(binary bool, msg []byte) {
+			if s.v2 != nil {
+				s.v2.Observe(binary, msg)
+			}
+		},
 	})
 	go keys.watch(opts.KeyFileInterval, s.stop)
 	go s.uploadedLoop()
@@ -182,6 +189,30 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		MaxBody:   cfg.MaxBodyBytes,
 		UserID:    userID,
 	})
+	v2, err := apiv2.New(apiv2.Options{
+		Upstream:    cfg.Upstream,
+		Transport:   transport,
+		Library:     lib,
+		Registry:    s.registry,
+		Dir:         cfg.JobsDir(),
+		Logger:      log,
+		Retention:   cfg.JobRetention,
+		MaxQueue:    int(cfg.MaxQueueDepth),
+		MaxStreams:  int(cfg.MaxEventStreams),
+		MaxUpload:   cfg.MaxUploadBytes,
+		URLLifetime: cfg.ViewURLLifetime,
+		Origin:      func(r *http.Request) string { return clientOf(r).scheme() + "://" + r.Host },
+		Owner:       func(r *http.Request) string { return callerOf(r).owner },
+		ClientID:    s.hub.ClientID,
+		Sign:        s.signContent,
+	})
+	if err != nil {
+		s.hub.Close()
+		_ = lib.Close()
+		return nil, err
+	}
+	s.v2 = v2
+	v2.Mount(e)
 	e.POST("/prompt", s.submitPrompt)
 	e.POST("/api/prompt", s.submitPrompt)
 	e.GET("/api/view", s.view)
@@ -222,6 +253,7 @@ func (s *Server) Close() error {
 	}
 	close(s.stop)
 	s.hub.Close()
+	s.v2.Close()
 	return s.lib.Close()
 }
 
@@ -248,7 +280,7 @@ func assetRoots(cfg *config.Config, log *slog.Logger) []assets.Root {
 func (s *Server) Handler() http.Handler { return s.engine }
 
 func (s *Server) forwardHandler(c *gin.Context) {
-	if assetapi.Owns(c.Request.URL.Path) || jobs.Owns(c.Request.Method, c.Request.URL.Path) {
+	if assetapi.Owns(c.Request.URL.Path) || jobs.Owns(c.Request.Method, c.Request.URL.Path) || apiv2.Owns(c.Request.URL.Path) {
 		// The asset API is comfyshim's: an unknown route or method there is
 		// answered here, never passed to ComfyUI.
 		apiError(c, http.StatusNotFound, "NOT_FOUND", "no route "+c.Request.Method+" "+c.Request.URL.Path)

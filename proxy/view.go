@@ -7,6 +7,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/comfyshim/comfyshim/proxy/apiv2"
 	"github.com/comfyshim/comfyshim/proxy/signedurl"
 )
 
@@ -40,8 +41,9 @@ func (s *Server) redirectView(r *http.Request) bool {
 	return false
 }
 
-// serveSigned forwards a request whose signed URL is valid, without the
-// signature, and refuses a tampered or expired one.
+// serveSigned serves a request whose signed URL is valid, without the
+// signature (/api/view is forwarded, v2 content served here), and refuses
+// a tampered or expired one.
 func (s *Server) serveSigned(c *gin.Context) {
 	r := c.Request
 	if s.signer == nil || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
@@ -59,6 +61,19 @@ func (s *Server) serveSigned(c *gin.Context) {
 	}
 	r.URL.RawQuery = orig
 	r.RequestURI = r.URL.RequestURI()
+	if apiv2.ContentPath(r.URL.Path) {
+		c.Request = withCaller(r, caller{via: viaSigned})
+		c.Next()
+		return
+	}
 	s.forwardHandler(c)
 	c.Abort()
+}
+
+// signContent makes a v2 content URL work without a key until expires.
+func (s *Server) signContent(path string, expires time.Time) string {
+	if s.signer == nil {
+		return ""
+	}
+	return s.signer.Sign(http.MethodGet, path, "", expires)
 }

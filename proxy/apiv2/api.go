@@ -259,6 +259,14 @@ func (a *API) queue(ctx context.Context, notBefore time.Time) ([]jobs.Job, error
 	return q, nil
 }
 
+// queueChanged drops the shared read of the queue after comfyshim changed
+// it, so the next answer shows the change.
+func (a *API) queueChanged() {
+	a.queueMu.Lock()
+	a.queueAt = time.Time{}
+	a.queueMu.Unlock()
+}
+
 func writeJSON(c *gin.Context, status int, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {

@@ -16,7 +16,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/comfyshim/comfyshim/tagstore/assets")
+	"github.com/comfyshim/comfyshim/tagstore/assets"
+)
 
 // v2 assets are the Cloud API's assets (the same ids, files and tags), in
 // the v2 shape: {id, hash, size_bytes, content_type, file_path, created_at,
@@ -403,8 +404,15 @@ func (a *API) content(c *gin.Context) {
 		return
 	}
 	if x.File == nil {
-		a.fromView(c, loc.ref)
-		return
+		// An output the folder watch has not listed yet is read from
+		// disk all the same; one in a folder comfyshim cannot see comes
+		// from ComfyUI.
+		f, err := a.lib.Stat(loc.ref.Root, loc.ref.Rel)
+		if err != nil {
+			a.fromView(c, loc.ref)
+			return
+		}
+		x = assets.Asset{File: f}
 	}
 	f, err := a.lib.Open(x)
 	if err != nil {

@@ -127,7 +127,7 @@ func (a *API) events(c *gin.Context) {
 		// The status is ComfyUI's word: re-read when the messages say the
 		// job started or ended, and on every poll (queue position, a job
 		// removed from the queue or lost).
-		if polled || lv.ended != "" || (lastStatus == statusQueued && !lv.started.IsZero()) {
+		if polled || lv.settled || (lastStatus == statusQueued && !lv.started.IsZero()) {
 			cur, ok := a.records.get(rec.ID)
 			if !ok {
 				return
@@ -138,6 +138,11 @@ func (a *API) events(c *gin.Context) {
 				a.log.Debug("event stream could not read the job's state", "job", rec.ID, "err", err)
 			} else {
 				if terminal(st.status) {
+					// What the pacing held back goes out before the end.
+					if lv.preview != nil && lv.preview.seq != lastPreview {
+						s.event("preview", previewEvent(lv.preview))
+						lastPreview = lv.preview.seq
+					}
 					for ; sentOutputs < len(st.outputs); sentOutputs++ {
 						s.event("output", a.outputView(c.Request, rec.ID, st.outputs[sentOutputs]))
 					}

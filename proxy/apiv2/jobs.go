@@ -118,7 +118,11 @@ func (a *API) state(ctx context.Context, rec record) (state, error) {
 	lv := a.live.view(rec.ID)
 	for attempt := 0; attempt < 2; attempt++ {
 		notBefore := rec.Created
-		if attempt > 0 {
+		if lv.started.After(notBefore) {
+			notBefore = lv.started
+		}
+		if attempt > 0 || lv.settled {
+			// A shared read may predate what the messages already told.
 			notBefore = time.Now()
 		}
 		q, err := a.queue(ctx, notBefore)
@@ -462,6 +466,7 @@ func (a *API) submit(c *gin.Context) {
 	status, answer, err := a.src.Post(r.Context(), "/prompt", payload)
 	switch {
 	case err == nil && status == http.StatusOK:
+		a.queueChanged()
 		rec.Accepted = true
 		a.accepted(c, rec, false)
 		return
@@ -550,6 +555,7 @@ func (a *API) cancel(c *gin.Context) {
 				a.upstreamError(c, err)
 				return
 			}
+			a.queueChanged()
 		}
 		if st, err = a.state(ctx, rec); err == nil && (st.status == statusRunning || st.status == statusCanceling) {
 			body, _ := json.Marshal(map[string]string{"prompt_id": rec.ID})

@@ -25,6 +25,7 @@ type liveJob struct {
 	nodes    map[string]string // node id -> class_type
 	started  time.Time
 	ended    string // "succeeded", "failed", "canceled" once the messages say so
+	settled  bool   // ComfyUI said it is done with the prompt: its history has it
 	err      *jobError
 	done     map[string]bool // nodes executed or cached
 	current  string
@@ -166,9 +167,15 @@ func (l *live) observeText(msg []byte) {
 			j.done[j.current] = true
 		}
 		j.current, j.step, j.steps = "", 0, 0
-		if d.Node != nil {
-			j.current = *d.Node
+		if d.Node == nil {
+			// Sent after the prompt is in the history, whatever its end.
+			j.settled = true
+			if l.running == d.PromptID {
+				l.running = ""
+			}
+			break
 		}
+		j.current = *d.Node
 		l.running = d.PromptID
 		j.progress++
 	case "progress":
@@ -269,6 +276,7 @@ type liveView struct {
 	known    bool
 	started  time.Time
 	ended    string
+	settled  bool
 	err      *jobError
 	progress *progressJSON
 	version  uint64
@@ -284,7 +292,7 @@ func (l *live) view(id string) liveView {
 	if j == nil {
 		return liveView{}
 	}
-	v := liveView{known: true, started: j.started, ended: j.ended, err: j.err, version: j.progress,
+	v := liveView{known: true, started: j.started, ended: j.ended, settled: j.settled, err: j.err, version: j.progress,
 		preview: j.preview, outputs: slices.Clone(j.outputs), logs: slices.Clone(j.logs)}
 	if !j.started.IsZero() {
 		v.progress = j.snapshot()

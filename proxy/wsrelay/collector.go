@@ -109,6 +109,9 @@ func (h *Hub) collect(owner string, col *collector) {
 		if err != nil {
 			break
 		}
+		if h.opts.Collected != nil && (kind == websocket.BinaryMessage || kind == websocket.TextMessage) {
+			h.opts.Collected(kind == websocket.BinaryMessage, data)
+		}
 		switch {
 		case kind == websocket.BinaryMessage:
 			h.deliver(owner, frame(opBinary, data), nil)

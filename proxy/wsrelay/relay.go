@@ -40,6 +40,10 @@ type Options struct {
 	// Executed, when set, sees every "executed" message ComfyUI sends a
 	// member socket or a collector (a node's outputs). It must not block.
 	Executed func(msg []byte)
+	// Collected, when set, sees every message a collector socket receives
+	// (binary frames and the JSON messages naming a prompt). The data is
+	// the reader's: copy what is kept. It must not block.
+	Collected func(binary bool, msg []byte)
 }
 
 // Hub knows every relayed socket by owner and runs the collectors.

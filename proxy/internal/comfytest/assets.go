@@ -69,6 +69,93 @@ func (d *Dir) TagsFile() string { return filepath.Join(d.Base, "user", "comfyshi
 //go:embed openapi-cloud.yaml
 var cloudSpec []byte
 
+//go:embed openapi-v2.yaml
+var v2Spec []byte
+
+// specV2 is the Comfy API v2 contract /api/v2 answers are checked against.
+var specV2 struct {
+	once   sync.Once
+	router routers.Router
+	err    error
+}
+
+func specV2Router(t testing.TB) routers.Router {
+	t.Helper()
+	specV2.once.Do(func() {
+		doc, err := openapi3.NewLoader().LoadFromData(v2Spec)
+		if err != nil {
+			specV2.err = err
+			return
+		}
+		doc.Servers = openapi3.Servers{{URL: "/"}}
+		specV2.router, specV2.err = gorillamux.NewRouter(doc)
+		// An event stream is text; its events are checked one by one
+		// (ValidateV2Body).
+		openapi3filter.RegisterBodyDecoder("text/event-stream", openapi3filter.FileBodyDecoder)
+	})
+	if specV2.err != nil {
+		t.Fatalf("loading the v2 spec: %v", specV2.err)
+	}
+	return specV2.router
+}
+
+// ConformV2 fails the test unless an /api/v2 answer matches the v2
+// contract: status, headers and body, errors as an ErrorEnvelope with a
+// lower-case code.
+func ConformV2(t testing.TB, req *http.Request, reqBody string, resp *http.Response, data []byte) {
+	t.Helper()
+	if resp.StatusCode >= 400 && req.Method != http.MethodHead && resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
+		var e struct {
+			Error *struct {
+				Code, Message string
+			}
+		}
+		if err := json.Unmarshal(data, &e); err != nil || e.Error == nil || e.Error.Code == "" || e.Error.Message == "" || strings.ToLower(e.Error.Code) != e.Error.Code {
+			t.Fatalf("%s %s: error body is not a v2 ErrorEnvelope: %s", req.Method, req.URL, data)
+		}
+	}
+	route, params, err := specV2Router(t).FindRoute(req)
+	if err != nil {
+		if resp.StatusCode < 400 {
+			t.Fatalf("%s %s is not an operation of the v2 contract: %v", req.Method, req.URL.Path, err)
+		}
+		return // a refused request outside the contract: its envelope is checked above
+	}
+	vreq := req.Clone(context.Background())
+	vreq.Body = io.NopCloser(strings.NewReader(reqBody))
+	in := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: vreq, PathParams: params, Route: route},
+		Status:                 resp.StatusCode,
+		Header:                 resp.Header,
+		Options:                &openapi3filter.Options{MultiError: true, IncludeResponseStatus: true},
+	}
+	in.SetBodyBytes(data)
+	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
+		t.Fatalf("%s %s -> %d does not conform to the v2 contract: %v\n%s", req.Method, req.URL, resp.StatusCode, err, data)
+	}
+}
+
+// ValidateV2Body checks one JSON value against a schema of the v2 contract
+// (an SSE event's data: StatusEvent, Progress, PreviewEvent, Output,
+// LogEvent).
+func ValidateV2Body(t testing.TB, schema string, data []byte) error {
+	t.Helper()
+	specV2Router(t)
+	doc, err := openapi3.NewLoader().LoadFromData(v2Spec)
+	if err != nil {
+		return err
+	}
+	ref := doc.Components.Schemas[schema]
+	if ref == nil {
+		return fmt.Errorf("no schema %s", schema)
+	}
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	return ref.Value.VisitJSON(v, openapi3.MultiErrors())
+}
+
 // spec is the Cloud OpenAPI document asset API responses are checked against.
 var spec struct {
 	once   sync.Once

@@ -41,11 +41,12 @@ type Seen struct {
 type Upstream struct {
 	mux *http.ServeMux
 
-	mu       sync.Mutex
-	seen     []Seen
-	sockets  map[string]*wsClient // by clientId
-	released chan struct{}
-	q        queue
+	mu         sync.Mutex
+	seen       []Seen
+	lastPrompt []byte
+	sockets    map[string]*wsClient // by clientId
+	released   chan struct{}
+	q          queue
 
 	// JobsAPI makes the fake a ComfyUI 0.33+ with /api/jobs; without it,
 	// those routes answer 404 as older releases do.
@@ -160,6 +161,26 @@ func (u *Upstream) Last(path string) (Seen, bool) {
 		}
 	}
 	return Seen{}, false
+}
+
+// Count is how many requests path (escaped form) received.
+func (u *Upstream) Count(path string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for _, s := range u.seen {
+		if s.RawPath == path {
+			n++
+		}
+	}
+	return n
+}
+
+// LastPrompt is the body of the last POST /prompt.
+func (u *Upstream) LastPrompt() []byte {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.lastPrompt
 }
 
 // Release lets every /block request finish.
@@ -291,10 +312,12 @@ func (u *Upstream) view(w http.ResponseWriter, r *http.Request) {
 		// An image a prompt wrote; any other such name is the preview image,
 		// so pages can show a picture without running a prompt.
 		b, ok := u.Output(name)
-		if !ok {
-			b = PreviewPNG
-		}
 		w.Header().Set("Content-Type", "image/png")
+		if ok { // ComfyUI serves files with ranges (aiohttp's FileResponse)
+			http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
+			return
+		}
+		b = PreviewPNG
 		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 		_, _ = w.Write(b)
 	default:

@@ -8,6 +8,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -68,10 +69,13 @@ var knownNodes = []string{"SaveImage", "Wait", "Fail", "LoadImage", "CheckpointL
 func (u *Upstream) prompt(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Prompt    json.RawMessage `json:"prompt"`
+		PromptID  string          `json:"prompt_id"`
 		ClientID  string          `json:"client_id"`
 		ExtraData map[string]any  `json:"extra_data"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+	body, _ := io.ReadAll(r.Body)
+	u.locked(func() { u.lastPrompt = body })
+	if err := json.Unmarshal(body, &req); err != nil {
 		// ComfyUI answers a body that is not JSON with a 500.
 		w.WriteHeader(http.StatusInternalServerError)
 		return
@@ -97,6 +101,12 @@ func (u *Upstream) prompt(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if errs := u.validateInputs(nodes); len(errs) > 0 {
+		w.WriteHeader(http.StatusBadRequest)
+		writeJSON(w, map[string]any{"error": map[string]any{"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": map[string]any{}},
+			"node_errors": errs})
+		return
+	}
 	extra := req.ExtraData
 	if extra == nil {
 		extra = map[string]any{}
@@ -108,7 +118,11 @@ func (u *Upstream) prompt(w http.ResponseWriter, r *http.Request) {
 	u.mu.Lock()
 	q := &u.q
 	q.number++
-	j := &job{number: q.number, id: uuid.NewString(), clientID: req.ClientID, prompt: nodes, raw: req.Prompt, extra: extra}
+	id := req.PromptID // ComfyUI takes the client's prompt_id when it names one
+	if id == "" {
+		id = uuid.NewString()
+	}
+	j := &job{number: q.number, id: id, clientID: req.ClientID, prompt: nodes, raw: req.Prompt, extra: extra}
 	q.pending = append(q.pending, j)
 	if !q.started {
 		q.started = true
@@ -119,6 +133,29 @@ func (u *Upstream) prompt(w http.ResponseWriter, r *http.Request) {
 	u.mu.Unlock()
 	writeJSON(w, map[string]any{"prompt_id": j.id, "number": j.number, "node_errors": map[string]any{}})
 	u.broadcastStatus()
+}
+
+// validateInputs checks LoadImage's image against the files of InputDir as
+// ComfyUI checks a combo input, answering in its node_errors shape.
+func (u *Upstream) validateInputs(nodes map[string]node) map[string]any {
+	errs := map[string]any{}
+	if u.InputDir == "" {
+		return errs
+	}
+	for id, n := range nodes {
+		if n.ClassType != "LoadImage" {
+			continue
+		}
+		name, _ := n.Inputs["image"].(string)
+		if fi, err := os.Stat(filepath.Join(u.InputDir, filepath.FromSlash(name))); name != "" && err == nil && fi.Mode().IsRegular() {
+			continue
+		}
+		errs[id] = map[string]any{"class_type": n.ClassType, "dependent_outputs": []string{},
+			"errors": []map[string]any{{"type": "value_not_in_list", "message": "Value not in list",
+				"details":    fmt.Sprintf("image: '%v' not in the input folder", n.Inputs["image"]),
+				"extra_info": map[string]any{"input_name": "image", "received_value": n.Inputs["image"]}}}}
+	}
+	return errs
 }
 
 func sortedIDs(nodes map[string]node) []string {
@@ -193,6 +230,10 @@ func (u *Upstream) worker() {
 		u.q.history[j.id] = j
 		u.q.order = append(u.q.order, j.id)
 		u.mu.Unlock()
+		// As ComfyUI's prompt worker: once the history has the prompt,
+		// "executing" with no node tells its socket it is done, whatever
+		// the outcome.
+		u.toClient(j.clientID, websocket.TextMessage, mustJSON(map[string]any{"type": "executing", "data": map[string]any{"node": nil, "prompt_id": j.id}}))
 		u.broadcastStatus()
 	}
 }
@@ -256,7 +297,6 @@ func (u *Upstream) execute(j *job) {
 		}
 		executed = append(executed, id)
 	}
-	send("executing", map[string]any{"node": nil})
 	record("execution_success", map[string]any{})
 	u.locked(func() { j.statusStr = "success" })
 }
