@@ -1,0 +1,180 @@
+package apiv2
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/comfyshim/comfyshim/proxy/internal/comfytest"
+	"github.com/comfyshim/comfyshim/tagstore/assets"
+)
+
+func TestRecordsDurable(t *testing.T) {
+	dir := t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	r, err := openRecords(dir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	done := record{ID: "a", Owner: "key:1", Created: now, Expires: now.Add(time.Hour), Key: "k", Fingerprint: "f", Accepted: true,
+		Final: &snapshot{Status: statusSucceeded, Completed: now, Outputs: []outputRef{{NodeID: "9", Root: "output", Rel: "x.png", Kind: "images"}}}}
+	old := record{ID: "b", Created: now.Add(-50 * time.Hour), Expires: now.Add(-25 * time.Hour), Key: "k2", Accepted: true}
+	for _, rec := range []record{done, old} {
+		if err := r.put(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.putWorkflow("a", []byte(`{"9":{}}`)); err != nil {
+		t.Fatal(err)
+	}
+	// What a crash can leave: a temporary file of a write it interrupted,
+	// and a file that is not a record.
+	_ = os.WriteFile(filepath.Join(dir, ".c.json.tmp-123"), []byte(`{"id":`), 0o644)
+	_ = os.WriteFile(filepath.Join(dir, "d.json"), []byte(`{"id":"other"}`), 0o644)
+
+	r2, err := openRecords(dir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := r2.get("a")
+	if !ok || got.Owner != "key:1" || !got.Created.Equal(now) || got.Final == nil || got.Final.Outputs[0].Rel != "x.png" {
+		t.Fatalf("reopened: %+v", got)
+	}
+	if _, ok := r2.byIdempotencyKey("key:1", "k", now); !ok {
+		t.Fatal("the key was not found after reopening")
+	}
+	if _, ok := r2.byIdempotencyKey("key:2", "k", now); ok {
+		t.Fatal("another owner's key matched")
+	}
+	if _, ok := r2.byIdempotencyKey("key:1", "k", now.Add(25*time.Hour)); ok {
+		t.Fatal("a key older than 24 h matched")
+	}
+	if loc, ok := r2.output(assets.IDOf("output", "x.png")); !ok || loc.job != "a" {
+		t.Fatalf("output index: %+v", loc)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".c.json.tmp-123")); !os.IsNotExist(err) {
+		t.Fatal("an interrupted write's temporary file was left")
+	}
+	if _, ok := r2.get("other"); ok {
+		t.Fatal("a file not named for its id was read as a record")
+	}
+	if n := r2.prune(now); n != 1 {
+		t.Fatalf("pruned %d, want the one expired over a day ago", n)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "b.json")); !os.IsNotExist(err) {
+		t.Fatal("the pruned record's file is still there")
+	}
+	if wf, err := r2.workflow("a"); err != nil || string(wf) != `{"9":{}}` {
+		t.Fatalf("workflow: %s %v", wf, err)
+	}
+}
+
+// newTestAPI serves the v2 API alone over dir, in front of up.
+func newTestAPI(t *testing.T, upURL, dir string) *httptest.Server {
+	t.Helper()
+	base := t.TempDir()
+	for _, d := range []string{"input", "output"} {
+		_ = os.MkdirAll(filepath.Join(base, d), 0o755)
+	}
+	lib, err := assets.Open([]assets.Root{{Name: "input", Dir: filepath.Join(base, "input")}, {Name: "output", Dir: filepath.Join(base, "output")}},
+		filepath.Join(base, "tags.json"), assets.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(upURL)
+	a, err := New(Options{
+		Upstream: u, Transport: http.DefaultTransport, Library: lib, Dir: dir, Logger: slog.New(slog.DiscardHandler),
+		Origin:   func(*http.Request) string { return "http://comfyshim" },
+		Owner:    func(*http.Request) string { return "" },
+		ClientID: func(context.Context, string) (string, error) { return "", errors.New("no sockets here") },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	a.Mount(e)
+	ts := httptest.NewServer(e)
+	t.Cleanup(func() { ts.Close(); a.Close(); _ = lib.Close() })
+	return ts
+}
+
+func post(t *testing.T, url, body, key string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(data)
+}
+
+// TestSubmissionInterruptedByCrash: comfyshim writes a submission's intent
+// (its own prompt id, the key, the body's fingerprint) before ComfyUI sees
+// the prompt. A crash right after ComfyUI accepted it leaves an intent
+// whose prompt exists: the retry replays it instead of running it twice. A
+// crash before leaves one whose prompt does not: the retry sends it, under
+// the same id.
+func TestSubmissionInterruptedByCrash(t *testing.T) {
+	up := comfytest.New()
+	upts := httptest.NewServer(up)
+	defer upts.Close()
+	wf := `{"1":{"class_type":"Wait","inputs":{}}}`
+	sum := sha256.Sum256([]byte(wf))
+	fp := hex.EncodeToString(sum[:])
+
+	dir := t.TempDir()
+	recs, _ := openRecords(dir, slog.New(slog.DiscardHandler))
+	now := time.Now()
+	sent, unsent := "2b5a4bbf-4a0c-4f6e-9d4c-1b2c3d4e5f60", "7c6d5e4f-3a2b-4c1d-8e9f-0a1b2c3d4e5f"
+	_ = recs.put(record{ID: sent, Created: now, Expires: now.Add(time.Hour), Key: "crash-after", Fingerprint: fp, Nodes: map[string]string{"1": "Wait"}})
+	_ = recs.put(record{ID: unsent, Created: now, Expires: now.Add(time.Hour), Key: "crash-before", Fingerprint: fp, Nodes: map[string]string{"1": "Wait"}})
+	// ComfyUI accepted the first before the crash.
+	resp, err := http.Post(upts.URL+"/prompt", "application/json", strings.NewReader(`{"prompt":`+wf+`,"prompt_id":"`+sent+`"}`))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("seeding ComfyUI: %v %v", err, resp)
+	}
+	resp.Body.Close()
+
+	ts := newTestAPI(t, upts.URL, dir)
+	resp, body := post(t, ts.URL+"/api/v2/jobs", `{"workflow":`+wf+`}`, "crash-after")
+	if resp.StatusCode != 201 || resp.Header.Get("Idempotency-Replayed") != "true" || !strings.Contains(body, sent) {
+		t.Fatalf("retry after a crash past ComfyUI: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	if n := up.Count("/prompt"); n != 1 {
+		t.Fatalf("ComfyUI got %d prompts, want 1", n)
+	}
+	resp, body = post(t, ts.URL+"/api/v2/jobs", `{"workflow":`+wf+`}`, "crash-before")
+	if resp.StatusCode != 201 || resp.Header.Get("Idempotency-Replayed") != "" || !strings.Contains(body, unsent) {
+		t.Fatalf("retry after a crash before ComfyUI: %d %s", resp.StatusCode, body)
+	}
+	if n := up.Count("/prompt"); n != 2 || !strings.Contains(string(up.LastPrompt()), unsent) {
+		t.Fatalf("ComfyUI got %d prompts, the last %s", n, up.LastPrompt())
+	}
+	// And from now on both replay.
+	for _, k := range []string{"crash-after", "crash-before"} {
+		if resp, _ := post(t, ts.URL+"/api/v2/jobs", `{"workflow":`+wf+`}`, k); resp.Header.Get("Idempotency-Replayed") != "true" {
+			t.Fatalf("%s: not replayed", k)
+		}
+	}
+	up.Proceed(sent)
+	up.Proceed(unsent)
+}
