@@ -171,6 +171,27 @@ go test -run '^$' -bench BenchmarkRelayMessage -benchtime "${DUR}s" -count "$RUN
     esac
   done
 
+# Comfy API v2: upload throughput beside the Cloud asset API's upload path
+# (the same comfyshim and disk; content unique per upload, so nothing
+# deduplicates), and what open event streams cost: resident memory per
+# stream, and events delivered per second once the job they watch runs.
+V2=127.0.0.1:18193
+UPLOAD_MIB=256 STREAMS=2000
+if [ "$MODE" = smoke ]; then UPLOAD_MIB=16 STREAMS=100; fi
+mkdir -p "$WORK/v2/input" "$WORK/v2/output" "$WORK/v2/user"
+for run in $(seq 1 "$RUNS"); do
+  echo "run $run/$RUNS: Comfy API v2"
+  # A fresh process each run: memory a process once used is not returned,
+  # so a second run would measure less than a stream costs.
+  "$WORK/comfyshim" --listen "$V2" --upstream "http://$UP" --comfyui-dir "$WORK/v2" --log-level error & V2_PID=$!; PIDS+=($V2_PID)
+  wait_port "$V2"
+  "$WORK/driver" streams -url "http://$V2" -pid "$V2_PID" -n "$STREAMS" -target comfyshim >> "$RESULTS"
+  "$WORK/driver" upload -url "http://$V2" -api v1 -size "$UPLOAD_MIB" -target comfyshim_v1 -scenario "upload_${UPLOAD_MIB}MiB" >> "$RESULTS"
+  "$WORK/driver" upload -url "http://$V2" -api v2 -size "$UPLOAD_MIB" -target comfyshim -scenario "upload_${UPLOAD_MIB}MiB" >> "$RESULTS"
+  kill "$V2_PID"; wait "$V2_PID" 2>/dev/null || true
+done
+rm -rf "$WORK/v2"
+
 # The local asset API at each scale: time until ready, read latency, memory
 # after a mixed load; durable tag changes at $ASSETS assets, beside the
 # disk's floor and SQLite. Every asset has an entry in the tags file (the
@@ -213,12 +234,12 @@ rm -rf "$WORK/comfy"
 
 # Every scenario must have produced numbers.
 expected=(system_stats_c1 system_stats_c64 view_1MiB ws_text_small ws_binary_64KiB stream_256MiB tag_mutations_1clients tag_mutations_64clients
-  ws_relay_progress_text ws_relay_progress_text_shared ws_relay_preview_64KiB)
+  ws_relay_progress_text ws_relay_progress_text_shared ws_relay_preview_64KiB "upload_${UPLOAD_MIB}MiB" "v2_event_streams_$STREAMS")
 for n in $SCALES; do expected+=("start_n$n" "tags_list_c1_n$n" "assets_filter_c16_n$n" "rss_after_load_n$n"); done
 for s in "${expected[@]}"; do
   grep -q "\"scenario\":\"$s\"" "$RESULTS" || { echo "scenario $s produced no result" >&2; exit 1; }
 done
-for t in "${TARGETS[@]}" fdatasync sqlite_wal_full; do
+for t in "${TARGETS[@]}" fdatasync sqlite_wal_full comfyshim_v1; do
   grep -q "\"target\":\"$t\"" "$RESULTS" || { echo "target $t produced no result" >&2; exit 1; }
 done
 

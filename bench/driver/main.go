@@ -44,7 +44,7 @@ func emit(r result) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: driver ws|download|rss|mutate|fsync|mkassets|wrk2json|emit|report ...")
+		fmt.Fprintln(os.Stderr, "usage: driver ws|download|rss|mutate|fsync|mkassets|upload|streams|wrk2json|emit|report ...")
 		os.Exit(2)
 	}
 	cmd, args := os.Args[1], os.Args[2:]
@@ -64,6 +64,7 @@ func main() {
 	metric := fs.String("metric", "", "emit: metric name")
 	unit := fs.String("unit", "", "emit: unit")
 	value := fs.Float64("value", 0, "emit: value")
+	api := fs.String("api", "v2", "upload: through the Cloud asset API (v1) or Comfy API v2 (v2)")
 	_ = fs.Parse(args)
 	var err error
 	switch cmd {
@@ -79,6 +80,10 @@ func main() {
 		err = fsyncLoop(*dir, *target, *scenario, *dur)
 	case "emit":
 		emit(result{*scenario, *target, *metric, *unit, *value})
+	case "upload":
+		err = upload(*url, *target, *scenario, *api, *size)
+	case "streams":
+		err = streams(*url, *target, *pid, *n)
 	case "mkassets":
 		err = mkassets(*dir, *n)
 	case "wrk2json":
@@ -422,7 +427,7 @@ func report(files []string) error {
 			first[k.scenario] = i
 		}
 	}
-	rank := map[string]int{"direct": 0, "comfyshim": 1, "caddy": 2, "nginx": 3, "fdatasync": 4, "sqlite_wal_full": 5}
+	rank := map[string]int{"direct": 0, "comfyshim": 1, "caddy": 2, "nginx": 3, "fdatasync": 4, "sqlite_wal_full": 5, "comfyshim_v1": 6}
 	sort.SliceStable(order, func(i, j int) bool {
 		a, b := order[i], order[j]
 		if a.scenario != b.scenario {
@@ -449,7 +454,7 @@ func report(files []string) error {
 		// group (for latency, memory and CPU lower is better).
 		var vs []string
 		if k.target == "comfyshim" {
-			for _, other := range []string{"caddy", "nginx", "fdatasync", "sqlite_wal_full"} {
+			for _, other := range []string{"caddy", "nginx", "fdatasync", "sqlite_wal_full", "comfyshim_v1"} {
 				if r := ratio(other); r != "" {
 					vs = append(vs, r+" "+other)
 				}

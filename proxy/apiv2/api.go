@@ -69,7 +69,8 @@ type API struct {
 	inflightMu sync.Mutex
 	inflight   map[string]bool // owner+key of submissions being processed
 
-	jobMu sync.Map // job id -> *sync.Mutex: record updates of one job in order
+	jobMu   sync.Map // job id -> *sync.Mutex: record updates of one job in order
+	lookups sync.Map // job id -> *sync.Mutex: one history lookup at a time
 
 	queueMu   sync.Mutex
 	queueAt   time.Time

@@ -127,7 +127,7 @@ func (a *API) events(c *gin.Context) {
 		// The status is ComfyUI's word: re-read when the messages say the
 		// job started or ended, and on every poll (queue position, a job
 		// removed from the queue or lost).
-		if polled || lv.settled || (lastStatus == statusQueued && !lv.started.IsZero()) {
+		if polled || !lv.settledAt.IsZero() || (lastStatus == statusQueued && !lv.started.IsZero()) {
 			cur, ok := a.records.get(rec.ID)
 			if !ok {
 				return

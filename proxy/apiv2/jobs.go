@@ -13,6 +13,7 @@ import (
 	"path"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -117,12 +118,15 @@ func (a *API) state(ctx context.Context, rec record) (state, error) {
 	}
 	lv := a.live.view(rec.ID)
 	for attempt := 0; attempt < 2; attempt++ {
+		// A shared read of the queue older than what the messages told
+		// (started, done) is stale.
 		notBefore := rec.Created
-		if lv.started.After(notBefore) {
-			notBefore = lv.started
+		for _, t := range []time.Time{lv.started, lv.settledAt} {
+			if t.After(notBefore) {
+				notBefore = t
+			}
 		}
-		if attempt > 0 || lv.settled {
-			// A shared read may predate what the messages already told.
+		if attempt > 0 {
 			notBefore = time.Now()
 		}
 		q, err := a.queue(ctx, notBefore)
@@ -152,27 +156,49 @@ func (a *API) state(ctx context.Context, rec record) (state, error) {
 				pending++
 			}
 		}
-		j, ok, err := a.src.Job(ctx, rec.ID)
-		if err != nil {
-			return state{}, err
-		}
-		if ok && (j.Status == jobs.StatusCompleted || j.Status == jobs.StatusFailed || j.Status == jobs.StatusCancelled) {
-			return a.finish(rec, finalOf(j))
-		}
-		if ok {
-			continue // between the queue and the history: read again
-		}
-		if !rec.Accepted {
-			return state{}, errNoJob
-		}
-		if rec.CancelRequested {
-			return a.finish(rec, &snapshot{Status: statusCanceled, Completed: time.Now()})
+		if st, done, err := a.settle(ctx, rec.ID); done || err != nil {
+			return st, err
 		}
 	}
 	// Neither queued nor in the history: ComfyUI restarted, or its history
 	// was cleared, before comfyshim saw the end.
 	return a.finish(rec, &snapshot{Status: statusFailed, Completed: time.Now(), Error: &jobError{Code: "job_lost",
 		Message: "ComfyUI no longer knows this job (restarted, or its history was cleared) and its outcome was not seen"}})
+}
+
+// settle reads a job that is not in ComfyUI's queue from its history, once
+// for all its concurrent readers (a thousand streams wake at its end): the
+// first puts the final state on record, the others find it there. done is
+// false when ComfyUI has it in neither place.
+func (a *API) settle(ctx context.Context, id string) (st state, done bool, err error) {
+	m, _ := a.lookups.LoadOrStore(id, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	defer mu.Unlock()
+	rec, ok := a.records.get(id)
+	switch {
+	case !ok:
+		return state{}, true, errNoJob
+	case rec.Final != nil:
+		st, err = a.state(ctx, rec)
+		return st, true, err
+	}
+	j, ok, err := a.src.Job(ctx, id)
+	switch {
+	case err != nil:
+		return state{}, true, err
+	case ok && (j.Status == jobs.StatusCompleted || j.Status == jobs.StatusFailed || j.Status == jobs.StatusCancelled):
+		st, err = a.finish(rec, finalOf(j))
+		return st, true, err
+	case ok:
+		return state{}, false, nil // between the queue and the history: read again
+	case !rec.Accepted:
+		return state{}, true, errNoJob
+	case rec.CancelRequested:
+		st, err = a.finish(rec, &snapshot{Status: statusCanceled, Completed: time.Now()})
+		return st, true, err
+	}
+	return state{}, false, nil
 }
 
 // finish puts a job's final state on record.

@@ -24,8 +24,8 @@ type live struct {
 type liveJob struct {
 	nodes    map[string]string // node id -> class_type
 	started  time.Time
-	ended    string // "succeeded", "failed", "canceled" once the messages say so
-	settled  bool   // ComfyUI said it is done with the prompt: its history has it
+	ended    string    // "succeeded", "failed", "canceled" once the messages say so
+	settled  time.Time // when ComfyUI said it is done with the prompt: its history has it
 	err      *jobError
 	done     map[string]bool // nodes executed or cached
 	current  string
@@ -169,7 +169,7 @@ func (l *live) observeText(msg []byte) {
 		j.current, j.step, j.steps = "", 0, 0
 		if d.Node == nil {
 			// Sent after the prompt is in the history, whatever its end.
-			j.settled = true
+			j.settled = time.Now()
 			if l.running == d.PromptID {
 				l.running = ""
 			}
@@ -273,16 +273,16 @@ func (l *live) observeBinary(frame []byte) {
 
 // view is a copy of what a stream or a poll needs of a live job.
 type liveView struct {
-	known    bool
-	started  time.Time
-	ended    string
-	settled  bool
-	err      *jobError
-	progress *progressJSON
-	version  uint64
-	preview  *preview
-	outputs  []outputRef
-	logs     []logLine
+	known     bool
+	started   time.Time
+	ended     string
+	settledAt time.Time
+	err       *jobError
+	progress  *progressJSON
+	version   uint64
+	preview   *preview
+	outputs   []outputRef
+	logs      []logLine
 }
 
 func (l *live) view(id string) liveView {
@@ -292,7 +292,7 @@ func (l *live) view(id string) liveView {
 	if j == nil {
 		return liveView{}
 	}
-	v := liveView{known: true, started: j.started, ended: j.ended, settled: j.settled, err: j.err, version: j.progress,
+	v := liveView{known: true, started: j.started, ended: j.ended, settledAt: j.settled, err: j.err, version: j.progress,
 		preview: j.preview, outputs: slices.Clone(j.outputs), logs: slices.Clone(j.logs)}
 	if !j.started.IsZero() {
 		v.progress = j.snapshot()

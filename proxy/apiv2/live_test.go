@@ -81,8 +81,8 @@ func TestLiveProgress(t *testing.T) {
 			t.Fatalf("step %d: woken %v", i, woken)
 		case p == nil || p.Value != s.value || p.NodesDone != s.done || p.NodesTotal != 4 || cur != s.current:
 			t.Fatalf("step %d: progress %+v (current %q), want %v %d %q", i, p, cur, s.value, s.done, s.current)
-		case len(v.outputs) != s.nOutputs || v.ended != s.ended || v.settled != s.settled:
-			t.Fatalf("step %d: outputs %v ended %q settled %v", i, v.outputs, v.ended, v.settled)
+		case len(v.outputs) != s.nOutputs || v.ended != s.ended || v.settledAt.IsZero() == s.settled:
+			t.Fatalf("step %d: outputs %v ended %q settled %v", i, v.outputs, v.ended, v.settledAt)
 		case s.preview != "" && (v.preview == nil || v.preview.contentType != s.preview || v.preview.node != s.previewOf):
 			t.Fatalf("step %d: preview %+v", i, v.preview)
 		}
