@@ -652,3 +652,30 @@ func heapInUse() uint64 {
 	runtime.ReadMemStats(&ms)
 	return ms.HeapInuse
 }
+
+// TestV2EndRecorded: a job's end is put on record when ComfyUI reports it,
+// without anyone asking; so once ComfyUI has forgotten it (its history
+// cleared, as a restart does), the job still answers with its outputs.
+func TestV2EndRecorded(t *testing.T) {
+	up, d, s := v2Setup(t)
+	c := newV2Client(t, s.URL, "")
+	job := c.submit(saveImage)
+	rec := filepath.Join(filepath.Dir(d.TagsFile()), "comfyshim-jobs", job.ID+".json")
+	comfytest.WaitFor(t, func() bool {
+		b, _ := os.ReadFile(rec)
+		return bytes.Contains(b, []byte(`"final":{"status":"succeeded"`))
+	})
+	reads := up.Count("/history/" + job.ID)
+	resp, err := http.Post(s.srv.cfg.Upstream.String()+"/history", "application/json", strings.NewReader(`{"clear":true}`))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("clearing the history: %v", err)
+	}
+	resp.Body.Close()
+	j := c.job(job.ID)
+	if j.Status != "succeeded" || len(j.Outputs) != 1 || j.Outputs[0].SizeBytes == 0 {
+		t.Fatalf("job after ComfyUI forgot it: %+v", j)
+	}
+	if n := up.Count("/history/" + job.ID); n != reads {
+		t.Fatalf("a recorded job was read from ComfyUI's history again (%d times)", n-reads)
+	}
+}

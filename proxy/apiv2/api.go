@@ -76,8 +76,10 @@ type API struct {
 	queueAt   time.Time
 	queueJobs []jobs.Job
 
-	stop chan struct{}
-	done chan struct{}
+	started time.Time
+	stop    chan struct{}
+	done    chan struct{}
+	bg      sync.WaitGroup // recordEnd goroutines, waited for by Close
 }
 
 // New opens the job records and starts the background upkeep.
@@ -110,6 +112,7 @@ func New(opts Options) (*API, error) {
 		live:     newLive(),
 		view:     &http.Client{Transport: opts.Transport},
 		inflight: map[string]bool{},
+		started:  time.Now(),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -129,12 +132,14 @@ func (a *API) Close() {
 	default:
 		close(a.stop)
 		<-a.done
+		a.bg.Wait()
 	}
 }
 
 // upkeep prunes expired records and forgets finished live jobs.
 func (a *API) upkeep() {
 	defer close(a.done)
+	a.resolveIntents()
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -148,13 +153,65 @@ func (a *API) upkeep() {
 	}
 }
 
+// resolveIntents settles the submissions a crash interrupted (their record
+// written, ComfyUI's answer not): a prompt ComfyUI has is a job; one it
+// never got is forgotten, unless an Idempotency-Key lets its retry send it.
+func (a *API) resolveIntents() {
+	for _, rec := range a.records.all() {
+		if rec.Accepted || rec.Final != nil || !rec.Created.Before(a.started) {
+			continue // settled, or a submission of this run in progress
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, ok, err := a.src.Job(ctx, rec.ID)
+		cancel()
+		switch {
+		case err != nil:
+			a.log.Warn("an interrupted v2 submission could not be checked with ComfyUI", "job", rec.ID, "err", err)
+		case ok:
+			unlock := a.lockJob(rec.ID)
+			_, err := a.records.update(rec.ID, func(r *record) { r.Accepted = true })
+			unlock()
+			if err == nil && a.opts.Registry != nil {
+				a.opts.Registry.Add(rec.ID, jobs.Submission{Owner: rec.Owner, Created: rec.Created})
+			}
+		case rec.Key == "":
+			a.records.drop(rec.ID)
+		}
+	}
+}
+
 // Observe takes a message ComfyUI sent a collector socket: text messages
 // (JSON) and binary frames (previews).
 func (a *API) Observe(binary bool, data []byte) {
 	if binary {
 		a.live.observeBinary(data)
-	} else {
-		a.live.observeText(data)
+		return
+	}
+	if id := a.live.observeText(data); id != "" {
+		// Record the end now, not at the next read: ComfyUI's history is
+		// gone after its restart, the record is not.
+		select {
+		case <-a.stop:
+		default:
+			a.bg.Add(1)
+			go func() {
+				defer a.bg.Done()
+				a.recordEnd(id)
+			}()
+		}
+	}
+}
+
+// recordEnd puts a finished job's final state on record.
+func (a *API) recordEnd(id string) {
+	rec, ok := a.records.get(id)
+	if !ok || rec.Final != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := a.state(ctx, rec); err != nil {
+		a.log.Warn("a finished v2 job's state could not be read; the next read records it", "job", id, "err", err)
 	}
 }
 

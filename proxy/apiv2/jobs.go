@@ -431,6 +431,11 @@ func (a *API) submit(c *gin.Context) {
 				fail(c, http.StatusUnprocessableEntity, codeKeyReuse, "this Idempotency-Key was used with a different workflow", nil)
 				return
 			}
+			if prev.Accepted && len(prev.Response) == 0 {
+				// Accepted by the check at start, answered never: answer now.
+				a.accepted(c, prev, true)
+				return
+			}
 			if prev.Accepted {
 				c.Header("Idempotency-Replayed", "true")
 				c.Header("Cache-Control", "no-store")
@@ -471,12 +476,11 @@ func (a *API) submit(c *gin.Context) {
 		a.storeError(c, err)
 		return
 	}
-	if key != "" {
-		// The intent is on disk before ComfyUI sees the prompt.
-		if err := a.records.put(rec); err != nil {
-			a.storeError(c, err)
-			return
-		}
+	// The intent is on disk before ComfyUI sees the prompt: a retry after a
+	// crash finds it (by its key), and so does the check at start.
+	if err := a.records.put(rec); err != nil {
+		a.storeError(c, err)
+		return
 	}
 	prompt := map[string]any{"prompt": graph, "prompt_id": id}
 	if cid, err := a.opts.ClientID(r.Context(), owner); err == nil {
@@ -518,6 +522,9 @@ func (a *API) accepted(c *gin.Context, rec record, replayed bool) {
 	body, _ := json.Marshal(view)
 	rec.Response = body
 	unlock := a.lockJob(rec.ID)
+	if cur, ok := a.records.get(rec.ID); ok && cur.Final != nil {
+		rec.Final = cur.Final // it may have ended already
+	}
 	err := a.records.put(rec)
 	unlock()
 	if err != nil {

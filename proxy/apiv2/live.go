@@ -122,14 +122,15 @@ func (j *liveJob) log(level, msg string) {
 	}
 }
 
-// observeText takes one of ComfyUI's JSON messages.
-func (l *live) observeText(msg []byte) {
+// observeText takes one of ComfyUI's JSON messages. It returns the id of a
+// followed job ComfyUI has just finished with (its history has it).
+func (l *live) observeText(msg []byte) (settled string) {
 	var m struct {
 		Type string          `json:"type"`
 		Data json.RawMessage `json:"data"`
 	}
 	if json.Unmarshal(msg, &m) != nil {
-		return
+		return ""
 	}
 	var d struct {
 		PromptID string          `json:"prompt_id"`
@@ -140,13 +141,13 @@ func (l *live) observeText(msg []byte) {
 		Output   json.RawMessage `json:"output"`
 	}
 	if json.Unmarshal(m.Data, &d) != nil || d.PromptID == "" {
-		return
+		return ""
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	j := l.jobs[d.PromptID]
 	if j == nil {
-		return
+		return ""
 	}
 	switch m.Type {
 	case "execution_start":
@@ -170,6 +171,7 @@ func (l *live) observeText(msg []byte) {
 		if d.Node == nil {
 			// Sent after the prompt is in the history, whatever its end.
 			j.settled = time.Now()
+			settled = d.PromptID
 			if l.running == d.PromptID {
 				l.running = ""
 			}
@@ -202,12 +204,13 @@ func (l *live) observeText(msg []byte) {
 		j.ended = statusCanceled
 		j.log("warning", "execution interrupted")
 	default:
-		return
+		return ""
 	}
 	if j.ended != "" && l.running == d.PromptID {
 		l.running = ""
 	}
 	j.notify()
+	return settled
 }
 
 // observeBinary takes one of ComfyUI's binary frames: previews of the

@@ -145,28 +145,46 @@ func TestSubmissionInterruptedByCrash(t *testing.T) {
 	recs, _ := openRecords(dir, slog.New(slog.DiscardHandler))
 	now := time.Now()
 	sent, unsent := "2b5a4bbf-4a0c-4f6e-9d4c-1b2c3d4e5f60", "7c6d5e4f-3a2b-4c1d-8e9f-0a1b2c3d4e5f"
-	_ = recs.put(record{ID: sent, Created: now, Expires: now.Add(time.Hour), Key: "crash-after", Fingerprint: fp, Nodes: map[string]string{"1": "Wait"}})
-	_ = recs.put(record{ID: unsent, Created: now, Expires: now.Add(time.Hour), Key: "crash-before", Fingerprint: fp, Nodes: map[string]string{"1": "Wait"}})
-	// ComfyUI accepted the first before the crash.
-	resp, err := http.Post(upts.URL+"/prompt", "application/json", strings.NewReader(`{"prompt":`+wf+`,"prompt_id":"`+sent+`"}`))
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("seeding ComfyUI: %v %v", err, resp)
+	keylessSent, keylessUnsent := "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6", "9e8d7c6b-5a49-4837-a625-14f3e2d1c0b9"
+	for id, key := range map[string]string{sent: "crash-after", unsent: "crash-before", keylessSent: "", keylessUnsent: ""} {
+		_ = recs.put(record{ID: id, Created: now, Expires: now.Add(time.Hour), Key: key, Fingerprint: fp, Nodes: map[string]string{"1": "Wait"}})
 	}
-	resp.Body.Close()
+	// ComfyUI accepted two of them before the crash.
+	for _, id := range []string{sent, keylessSent} {
+		resp, err := http.Post(upts.URL+"/prompt", "application/json", strings.NewReader(`{"prompt":`+wf+`,"prompt_id":"`+id+`"}`))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("seeding ComfyUI: %v %v", err, resp)
+		}
+		resp.Body.Close()
+	}
 
 	ts := newTestAPI(t, upts.URL, dir)
+	// Without a key, the check at start settles them: the one ComfyUI has
+	// is a job, the other is forgotten.
+	comfytest.WaitFor(t, func() bool {
+		resp, err := http.Get(ts.URL + "/api/v2/jobs/" + keylessSent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	comfytest.WaitFor(t, func() bool {
+		_, err := os.Stat(filepath.Join(dir, keylessUnsent+".json"))
+		return os.IsNotExist(err)
+	})
 	resp, body := post(t, ts.URL+"/api/v2/jobs", `{"workflow":`+wf+`}`, "crash-after")
 	if resp.StatusCode != 201 || resp.Header.Get("Idempotency-Replayed") != "true" || !strings.Contains(body, sent) {
 		t.Fatalf("retry after a crash past ComfyUI: %d %v %s", resp.StatusCode, resp.Header, body)
 	}
-	if n := up.Count("/prompt"); n != 1 {
-		t.Fatalf("ComfyUI got %d prompts, want 1", n)
+	if n := up.Count("/prompt"); n != 2 {
+		t.Fatalf("ComfyUI got %d prompts, want the 2 sent before the crash", n)
 	}
 	resp, body = post(t, ts.URL+"/api/v2/jobs", `{"workflow":`+wf+`}`, "crash-before")
 	if resp.StatusCode != 201 || resp.Header.Get("Idempotency-Replayed") != "" || !strings.Contains(body, unsent) {
 		t.Fatalf("retry after a crash before ComfyUI: %d %s", resp.StatusCode, body)
 	}
-	if n := up.Count("/prompt"); n != 2 || !strings.Contains(string(up.LastPrompt()), unsent) {
+	if n := up.Count("/prompt"); n != 3 || !strings.Contains(string(up.LastPrompt()), unsent) {
 		t.Fatalf("ComfyUI got %d prompts, the last %s", n, up.LastPrompt())
 	}
 	// And from now on both replay.
@@ -175,6 +193,7 @@ func TestSubmissionInterruptedByCrash(t *testing.T) {
 			t.Fatalf("%s: not replayed", k)
 		}
 	}
-	up.Proceed(sent)
-	up.Proceed(unsent)
+	for _, id := range []string{sent, unsent, keylessSent} {
+		up.Proceed(id)
+	}
 }

@@ -112,6 +112,7 @@ func New() *Upstream {
 		u.mux.HandleFunc("POST "+prefix+"/interrupt", u.interrupt)
 		u.mux.HandleFunc("GET "+prefix+"/history", u.historyAll)
 		u.mux.HandleFunc("GET "+prefix+"/history/{id}", u.historyOne)
+		u.mux.HandleFunc("POST "+prefix+"/history", u.historyManage)
 		u.mux.HandleFunc("GET "+prefix+"/object_info", u.objectInfo)
 		u.mux.HandleFunc("GET "+prefix+"/view", u.view)
 		u.mux.HandleFunc("POST "+prefix+"/upload/image", u.upload)

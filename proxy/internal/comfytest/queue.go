@@ -443,6 +443,26 @@ func (u *Upstream) historyAll(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, out)
 }
 
+// historyManage is POST /history: {"clear": true} or {"delete": [ids]}, as
+// ComfyUI's (a restart loses the history the same way).
+func (u *Upstream) historyManage(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Clear  bool     `json:"clear"`
+		Delete []string `json:"delete"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&req)
+	u.mu.Lock()
+	u.q.order = slices.DeleteFunc(u.q.order, func(id string) bool {
+		if req.Clear || slices.Contains(req.Delete, id) {
+			delete(u.q.history, id)
+			return true
+		}
+		return false
+	})
+	u.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
 func (u *Upstream) historyOne(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	u.mu.Lock()
