@@ -309,6 +309,9 @@ func (a *API) queue(ctx context.Context, notBefore time.Time) ([]jobs.Job, error
 	if !a.queueAt.IsZero() && now.Sub(a.queueAt) < time.Second && !a.queueAt.Before(notBefore) {
 		return a.queueJobs, nil
 	}
+	// Everyone waits for this read: bound it.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	q, err := a.src.Queue(ctx)
 	if err != nil {
 		return nil, err

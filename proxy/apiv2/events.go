@@ -38,7 +38,13 @@ func (a *API) events(c *gin.Context) {
 	defer a.streams.Add(-1)
 	ctx := c.Request.Context()
 	wake, unsubscribe := a.live.subscribe(rec.ID, rec.Nodes)
-	defer unsubscribe()
+	var lastStatus string
+	defer func() {
+		unsubscribe()
+		if terminal(lastStatus) {
+			a.live.forget(rec.ID) // nothing more will happen to it
+		}
+	}()
 	st, err := a.state(ctx, rec)
 	if err != nil {
 		a.stateError(c, err)
@@ -66,7 +72,8 @@ func (a *API) events(c *gin.Context) {
 		lastLog = lv.logs[n-1].seq
 	}
 	sentOutputs := len(st.outputs)
-	lastStatus, lastPos := st.status, st.position
+	lastStatus = st.status
+	lastPos := st.position
 	lastVersion := lv.version
 	if s.flush() != nil || terminal(st.status) {
 		return
