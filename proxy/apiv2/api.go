@@ -53,6 +53,10 @@ type Options struct {
 	// PollInterval is how often an open event stream re-reads ComfyUI's
 	// queue (queue position, a job ComfyUI lost); 2 s.
 	PollInterval time.Duration
+	// KeepAlive is how often an idle event stream gets a comment, so
+	// clients and proxies that drop silent streams keep it (the TypeScript
+	// SDK gives up after 45 s of silence); 15 s.
+	KeepAlive time.Duration
 }
 
 // API is the v2 face. Observe must be fed the collector sockets' messages.
@@ -89,6 +93,9 @@ func New(opts Options) (*API, error) {
 	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 2 * time.Second
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 15 * time.Second
 	}
 	if opts.Retention <= 0 {
 		opts.Retention = 7 * 24 * time.Hour

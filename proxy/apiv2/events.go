@@ -10,13 +10,9 @@ import (
 )
 
 // Event stream pacing: progress and previews at most every throttle (about
-// 2 per second, as the contract says), a comment every keepAlive so idle
-// streams (a job waiting in the queue) are not cut by clients and proxies
-// (the TypeScript SDK gives up after 45 s of silence).
-const (
-	throttle  = 500 * time.Millisecond
-	keepAlive = 15 * time.Second
-)
+// 2 per second, as the contract says); idle streams get a comment every
+// Options.KeepAlive.
+const throttle = 500 * time.Millisecond
 
 // events is GET /api/v2/jobs/{id}/events: Server-Sent Events. On connect the
 // job's status, its latest progress and preview; then status changes
@@ -81,7 +77,7 @@ func (a *API) events(c *gin.Context) {
 
 	poll := time.NewTicker(a.opts.PollInterval)
 	defer poll.Stop()
-	idle := time.NewTicker(keepAlive)
+	idle := time.NewTicker(a.opts.KeepAlive)
 	defer idle.Stop()
 	var paced <-chan time.Time // fires when a throttled update is due
 	var lastPaced time.Time

@@ -1,6 +1,7 @@
 package apiv2
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -85,6 +86,10 @@ func TestRecordsDurable(t *testing.T) {
 
 // newTestAPI serves the v2 API alone over dir, in front of up.
 func newTestAPI(t *testing.T, upURL, dir string) *httptest.Server {
+	return newTestAPIOpts(t, upURL, dir, Options{})
+}
+
+func newTestAPIOpts(t *testing.T, upURL, dir string, o Options) *httptest.Server {
 	t.Helper()
 	base := t.TempDir()
 	for _, d := range []string{"input", "output"} {
@@ -96,12 +101,11 @@ func newTestAPI(t *testing.T, upURL, dir string) *httptest.Server {
 		t.Fatal(err)
 	}
 	u, _ := url.Parse(upURL)
-	a, err := New(Options{
-		Upstream: u, Transport: http.DefaultTransport, Library: lib, Dir: dir, Logger: slog.New(slog.DiscardHandler),
-		Origin:   func(*http.Request) string { return "http://comfyshim" },
-		Owner:    func(*http.Request) string { return "" },
-		ClientID: func(context.Context, string) (string, error) { return "", errors.New("no sockets here") },
-	})
+	o.Upstream, o.Transport, o.Library, o.Dir, o.Logger = u, http.DefaultTransport, lib, dir, slog.New(slog.DiscardHandler)
+	o.Origin = func(*http.Request) string { return "http://comfyshim" }
+	o.Owner = func(*http.Request) string { return "" }
+	o.ClientID = func(context.Context, string) (string, error) { return "", errors.New("no sockets here") }
+	a, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,4 +200,87 @@ func TestSubmissionInterruptedByCrash(t *testing.T) {
 	for _, id := range []string{sent, unsent, keylessSent} {
 		up.Proceed(id)
 	}
+}
+
+// slowPrompts holds every POST /prompt until released, passing everything
+// else to the fake ComfyUI.
+type slowPrompts struct {
+	next    http.Handler
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func (s *slowPrompts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && r.URL.Path == "/prompt" {
+		s.arrived <- struct{}{}
+		<-s.release
+	}
+	s.next.ServeHTTP(w, r)
+}
+
+// TestIdempotencyInFlight: a retry while the first submission with its key
+// is still with ComfyUI is 409 idempotency_conflict with Retry-After; once
+// the first is answered, the retry replays it.
+func TestIdempotencyInFlight(t *testing.T) {
+	up := comfytest.New()
+	slow := &slowPrompts{next: up, arrived: make(chan struct{}, 1), release: make(chan struct{})}
+	upts := httptest.NewServer(slow)
+	defer upts.Close()
+	ts := newTestAPI(t, upts.URL, t.TempDir())
+	body := `{"workflow":{"9":{"class_type":"SaveImage","inputs":{}}}}`
+	first := make(chan string, 1)
+	go func() {
+		resp, data := post(t, ts.URL+"/api/v2/jobs", body, "same")
+		if resp.StatusCode != 201 {
+			t.Errorf("first: %d %s", resp.StatusCode, data)
+		}
+		first <- data
+	}()
+	<-slow.arrived
+	resp, data := post(t, ts.URL+"/api/v2/jobs", body, "same")
+	if resp.StatusCode != 409 || !strings.Contains(data, `"idempotency_conflict"`) || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("retry in flight: %d %v %s", resp.StatusCode, resp.Header, data)
+	}
+	close(slow.release)
+	got := <-first
+	resp, data = post(t, ts.URL+"/api/v2/jobs", body, "same")
+	if resp.StatusCode != 201 || resp.Header.Get("Idempotency-Replayed") != "true" || data != got {
+		t.Fatalf("retry after: %d %s, first %s", resp.StatusCode, data, got)
+	}
+	if n := up.Count("/prompt"); n != 1 {
+		t.Fatalf("ComfyUI got %d prompts", n)
+	}
+}
+
+// TestEventStreamKeepAlive: a stream whose job waits in the queue gets a
+// comment every KeepAlive, so it is not dropped as silent.
+func TestEventStreamKeepAlive(t *testing.T) {
+	up := comfytest.New()
+	upts := httptest.NewServer(up)
+	defer upts.Close()
+	ts := newTestAPIOpts(t, upts.URL, t.TempDir(), Options{KeepAlive: 20 * time.Millisecond})
+	_, blocker := post(t, ts.URL+"/api/v2/jobs", `{"workflow":{"1":{"class_type":"Wait","inputs":{}}}}`, "")
+	_, queued := post(t, ts.URL+"/api/v2/jobs", `{"workflow":{"9":{"class_type":"SaveImage","inputs":{}}}}`, "")
+	id := func(body string) string {
+		_, rest, _ := strings.Cut(body, `"id":"`)
+		v, _, _ := strings.Cut(rest, `"`)
+		return v
+	}
+	resp, err := http.Get(ts.URL + "/api/v2/jobs/" + id(queued) + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	var lines []string
+	for sc.Scan() && len(lines) < 8 {
+		lines = append(lines, sc.Text())
+		if sc.Text() == ": keep-alive" {
+			break
+		}
+	}
+	if len(lines) < 3 || lines[0] != "event: status" || lines[len(lines)-1] != ": keep-alive" {
+		t.Fatalf("stream: %q", lines)
+	}
+	up.Proceed(id(blocker))
 }
