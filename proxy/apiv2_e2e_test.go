@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -195,6 +196,12 @@ func TestV2Flow(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(d.Folder("input")); len(entries) != 1 {
 		t.Fatalf("input/ has %d files after a deduplicated upload", len(entries))
+	}
+	// The same record through the Cloud asset API, with the upload's tags.
+	code, v1 := call(t, "GET", s.URL+"/api/assets/"+asset["id"].(string), "")
+	if a := decode[map[string]any](t, v1); code != 200 || a["asset_hash"] != blake3Hex(png) ||
+		!strings.Contains(fmt.Sprint(a["tags"]), "uploaded") || !strings.Contains(fmt.Sprint(a["tags"]), "mine") {
+		t.Fatalf("the v2 upload through /api/assets: %d %s", code, v1)
 	}
 	resp, _ = c.json("HEAD", "/api/v2/assets/by-hash/"+blake3Hex(png), "")
 	if resp.StatusCode != 200 {

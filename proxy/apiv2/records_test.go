@@ -284,3 +284,35 @@ func TestEventStreamKeepAlive(t *testing.T) {
 	}
 	up.Proceed(id(blocker))
 }
+
+// TestJobExpires: past its expires_at a job answers "expired", without its
+// outputs; its record is removed a day later.
+func TestJobExpires(t *testing.T) {
+	up := comfytest.New()
+	upts := httptest.NewServer(up)
+	defer upts.Close()
+	ts := newTestAPIOpts(t, upts.URL, t.TempDir(), Options{Retention: 2 * time.Second})
+	resp, body := post(t, ts.URL+"/api/v2/jobs", `{"workflow":{"9":{"class_type":"SaveImage","inputs":{}}}}`, "")
+	if resp.StatusCode != 201 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	_, rest, _ := strings.Cut(body, `"id":"`)
+	id, _, _ := strings.Cut(rest, `"`)
+	get := func() string {
+		resp, err := http.Get(ts.URL + "/api/v2/jobs/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	comfytest.WaitFor(t, func() bool { return strings.Contains(get(), `"status":"succeeded"`) })
+	if b := get(); !strings.Contains(b, `"outputs":[{`) {
+		t.Fatalf("before expiry: %s", b)
+	}
+	comfytest.WaitFor(t, func() bool { return strings.Contains(get(), `"status":"expired"`) })
+	if b := get(); !strings.Contains(b, `"outputs":[]`) {
+		t.Fatalf("after expiry: %s", b)
+	}
+}
