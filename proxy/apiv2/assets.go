@@ -98,20 +98,6 @@ func (a *API) outputAsset(r *http.Request, loc outputLoc) assetJSON {
 		CreatedAt: rfc3339(loc.created), URL: o.URL, URLExpiresAt: o.URLExpiresAt, JobID: &loc.job}
 }
 
-// validHash checks "blake3:<64 lowercase hex>".
-func validHash(h string) bool {
-	hx, ok := strings.CutPrefix(h, "blake3:")
-	if !ok || len(hx) != 64 {
-		return false
-	}
-	for _, c := range hx {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 const maxField = 64 << 10
 
 // upload is POST /api/v2/assets: multipart content_type, file_path,
@@ -190,7 +176,7 @@ func (a *API) upload(c *gin.Context) {
 		}
 	}
 	if want := fields["expected_hash"]; want != "" {
-		if !validHash(want) {
+		if !assets.ValidHash(want) {
 			fail(c, http.StatusUnprocessableEntity, codeInvalidRequest, "expected_hash must be blake3:<64 lowercase hex digits>", map[string]any{"field": "expected_hash"})
 			return
 		}
@@ -282,7 +268,7 @@ func (a *API) fromHash(c *gin.Context) {
 		fail(c, http.StatusUnprocessableEntity, codeInvalidRequest, "want {hash, file_path?, tags?}: "+err.Error(), nil)
 		return
 	}
-	if !validHash(req.Hash) {
+	if !assets.ValidHash(req.Hash) {
 		fail(c, http.StatusUnprocessableEntity, codeInvalidRequest, "hash must be blake3:<64 lowercase hex digits>", map[string]any{"field": "hash"})
 		return
 	}
@@ -335,7 +321,7 @@ func (a *API) fromHash(c *gin.Context) {
 // byHash is HEAD /api/v2/assets/by-hash/{hash}: 200 when content with that
 // hash is here (as far as hashing has got), else 404.
 func (a *API) byHash(c *gin.Context) {
-	if h := c.Param("hash"); validHash(h) {
+	if h := c.Param("hash"); assets.ValidHash(h) {
 		if _, ok := a.lib.ByHash(h); ok {
 			c.Status(http.StatusOK)
 			return

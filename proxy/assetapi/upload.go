@@ -214,25 +214,11 @@ func uploadError(err error, limit int64) *Error {
 	return &Error{http.StatusBadRequest, "UPLOAD_FAILED", "the upload did not complete: " + err.Error()}
 }
 
-// validHash checks a "blake3:<64 hex>" content hash.
-func validHash(h string) bool {
-	hex, ok := strings.CutPrefix(h, "blake3:")
-	if !ok || len(hex) != 64 {
-		return false
-	}
-	for _, c := range hex {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 // hasHash is HEAD /api/assets/hash/{hash}: 200 when a listed asset has
 // that content (as far as the background hashing knows), else 404.
 func (a *api) hasHash(c *gin.Context) {
 	h := c.Param("hash")
-	if !validHash(h) {
+	if !assets.ValidHash(h) {
 		fail(c, &Error{http.StatusBadRequest, "INVALID_HASH", "want blake3:<64 lowercase hex digits>"})
 		return
 	}
@@ -263,7 +249,7 @@ func (a *api) fromHash(c *gin.Context) {
 		fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", "want {hash, tags, name?, user_metadata?}: " + err.Error()})
 		return
 	}
-	if !validHash(req.Hash) {
+	if !assets.ValidHash(req.Hash) {
 		fail(c, &Error{http.StatusBadRequest, "INVALID_HASH", "want blake3:<64 lowercase hex digits>"})
 		return
 	}

@@ -208,6 +208,21 @@ func pace(done int64, elapsed time.Duration, rate int64) time.Duration {
 	return due - elapsed
 }
 
+// ValidHash checks a content hash as comfyshim writes them:
+// "blake3:" and 64 lowercase hex digits.
+func ValidHash(h string) bool {
+	hx, ok := strings.CutPrefix(h, "blake3:")
+	if !ok || len(hx) != 64 {
+		return false
+	}
+	for _, c := range hx {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // ByHash returns a listed asset whose content has hash ("blake3:<hex>"), as
 // far as the background hashing has got.
 func (l *Library) ByHash(hash string) (Asset, bool) {
