@@ -162,7 +162,14 @@ func errCode(t *testing.T, data []byte) string {
 // v2Setup runs the fake ComfyUI (with its input and output folders) and
 // comfyshim in front of it.
 func v2Setup(t *testing.T, keys ...string) (*comfytest.Upstream, *comfyDir, *shim) {
+	return v2SetupJobs(t, false, keys...)
+}
+
+// v2SetupJobs is v2Setup with a ComfyUI that has its own /api/jobs routes
+// (0.33+) or not.
+func v2SetupJobs(t *testing.T, jobsAPI bool, keys ...string) (*comfytest.Upstream, *comfyDir, *shim) {
 	up, ts := startUpstream(t)
+	up.JobsAPI = jobsAPI
 	d := newComfyDir(t)
 	up.InputDir, up.OutputDir = d.Folder("input"), d.Folder("output")
 	cfg := d.config(ts.URL)
@@ -174,7 +181,13 @@ func v2Setup(t *testing.T, keys ...string) (*comfytest.Upstream, *comfyDir, *shi
 // bytes again dedup), run a workflow referencing it as core/ASSET, poll to
 // succeeded, read the outputs and download them, ranges included.
 func TestV2Flow(t *testing.T) {
-	up, d, s := v2Setup(t)
+	for _, jobsAPI := range []bool{false, true} {
+		t.Run(map[bool]string{true: "jobs_api=yes", false: "jobs_api=no"}[jobsAPI], func(t *testing.T) { testV2Flow(t, jobsAPI) })
+	}
+}
+
+func testV2Flow(t *testing.T, jobsAPI bool) {
+	up, d, s := v2SetupJobs(t, jobsAPI)
 	c := newV2Client(t, s.URL, "")
 	png := []byte("\x89PNG\r\n\x1a\nfake input image bytes")
 
@@ -429,7 +442,14 @@ func TestV2Idempotency(t *testing.T) {
 // queued one removed from ComfyUI's queue; both idempotent; a full queue
 // refuses with 429 and Retry-After.
 func TestV2Cancel(t *testing.T) {
+	for _, jobsAPI := range []bool{false, true} {
+		t.Run(map[bool]string{true: "jobs_api=yes", false: "jobs_api=no"}[jobsAPI], func(t *testing.T) { testV2Cancel(t, jobsAPI) })
+	}
+}
+
+func testV2Cancel(t *testing.T, jobsAPI bool) {
 	up, ts := startUpstream(t)
+	up.JobsAPI = jobsAPI
 	d := newComfyDir(t)
 	cfg := d.config(ts.URL)
 	cfg.MaxQueueDepth = 2
