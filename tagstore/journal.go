@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 )
@@ -50,12 +51,34 @@ func toJournal(id string, e Entry) journalEntry {
 type journalRecord struct {
 	Seq     uint64         `json:"seq"`
 	Entries []journalEntry `json:"entries"`
+	// Compacting marks where a compaction rendered the JSON file it is
+	// writing, by that file's identity (fileIdentity): once the file on
+	// disk is that one, the records up to here are in it, and the records
+	// after it were written against it.
+	Compacting string `json:"compacting,omitempty"`
+}
+
+// fileIdentity names a version of the JSON file by its content.
+func fileIdentity(crc uint32, size int64) string { return fmt.Sprintf("%08x:%d", crc, size) }
+
+// sinceFile drops the records a JSON file with identity id already holds:
+// those up to the last compaction marker naming it.
+func sinceFile(recs []journalRecord, id string) []journalRecord {
+	for i := len(recs) - 1; i >= 0; i-- {
+		if recs[i].Compacting != "" && recs[i].Compacting == id {
+			return recs[i+1:]
+		}
+	}
+	return recs
 }
 
 // encodeRecord renders one journal line: each entry after the change, and
 // as the JSON file holds it (before).
 func encodeRecord(seq uint64, entries map[string]Entry, before map[string]baseEntry) []byte {
-	rec := journalRecord{Seq: seq, Entries: make([]journalEntry, 0, len(entries))}
+	return encodeLine(journalRecord{Seq: seq, Entries: make([]journalEntry, 0, len(entries))}, entries, before)
+}
+
+func encodeLine(rec journalRecord, entries map[string]Entry, before map[string]baseEntry) []byte {
 	for id, e := range entries {
 		je := toJournal(id, e)
 		if b := before[id]; b.ok {
@@ -220,7 +243,16 @@ func openJournal(path string) (*journal, []journalRecord, error) {
 
 // append writes one group commit and makes it durable.
 func (j *journal) append(entries map[string]Entry, before map[string]baseEntry) error {
-	line := encodeRecord(j.seq+1, entries, before)
+	return j.write(encodeRecord(j.seq+1, entries, before))
+}
+
+// mark durably notes that a compaction is about to write the JSON file
+// with identity id (see journalRecord.Compacting).
+func (j *journal) mark(id string) error {
+	return j.write(encodeLine(journalRecord{Seq: j.seq + 1, Entries: []journalEntry{}, Compacting: id}, nil, nil))
+}
+
+func (j *journal) write(line []byte) error {
 	n, err := j.f.Write(line)
 	if err != nil {
 		// Cut a partial line off so the next record is readable.
@@ -251,6 +283,62 @@ func (j *journal) reset() error {
 	}
 	j.size = 0
 	return syncData(j.f)
+}
+
+// dropBefore removes the records before byte offset mark (a compaction
+// put them in the JSON file) and keeps the later ones: the kept records are
+// written to a new file that replaces the journal, so a crash leaves one
+// whole journal or the other (replaying records the file already holds
+// changes nothing: see replay).
+func (j *journal) dropBefore(mark int64, path string) error {
+	switch {
+	case mark <= 0:
+		return nil
+	case mark >= j.size:
+		return j.reset()
+	}
+	tail := make([]byte, j.size-mark)
+	if _, err := j.f.ReadAt(tail, mark); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(tail)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	// The journal is closed for the swap (Windows replaces no open file)
+	// and opened again, locked, either way.
+	_ = j.f.Close()
+	swapErr := replaceFile(tmp, path)
+	if swapErr == nil {
+		swapErr = syncDir(filepath.Dir(path))
+	}
+	nf, err := os.OpenFile(path, os.O_RDWR, 0o644)
+	if err != nil {
+		return fmt.Errorf("reopening the tags journal: %w", err)
+	}
+	j.unlocked = lockFile(nf)
+	size, err := nf.Seek(0, io.SeekEnd)
+	if err != nil {
+		nf.Close()
+		return err
+	}
+	j.f, j.size = nf, size
+	if swapErr != nil {
+		_ = os.Remove(tmp)
+	}
+	return swapErr
 }
 
 func (j *journal) close() error { return j.f.Close() }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -81,6 +82,18 @@ type Store struct {
 	compactPending bool
 	delay          time.Duration // how long after a change its compaction starts
 
+	// A compaction writes the JSON file off the committer, which goes on
+	// committing meanwhile (at 100k assets the write takes a tenth of a
+	// second; at 1M, more than a second).
+	compacting bool                 // a compaction's write is in flight
+	compactRes chan compactResult   // its outcome
+	cmark      int64                // the journal's size when it rendered: what the file holds
+	cbase      map[string]baseEntry // baseOld then: the entries of the file still on disk
+	cstart     time.Time
+	cattempt   int          // writes redone over hand saves
+	flushWait  []chan error // Compact calls waiting for the file to hold every change
+	reloadWait bool         // an edit seen during the write, merged once it is done
+
 	onReload  func(error)
 	onWrite   func(time.Duration, error)
 	onCompact func(time.Duration, error)
@@ -152,21 +165,22 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("tags file folder %s is not writable: %w", dir, err)
 	}
 	s := &Store{
-		path:      abs,
-		log:       log.With("tags_file", abs),
-		ops:       make(chan *op, maxBatch),
-		reloads:   make(chan struct{}, 1),
-		flushes:   make(chan chan error),
-		quit:      make(chan struct{}),
-		loopDone:  make(chan struct{}),
-		doc:       map[string]Entry{},
-		mode:      0o644,
-		onReload:  opts.OnReload,
-		onWrite:   opts.OnWrite,
-		onCompact: opts.OnCompact,
-		onChange:  opts.OnChange,
-		baseOld:   map[string]baseEntry{},
-		delay:     opts.CompactDelay,
+		path:       abs,
+		log:        log.With("tags_file", abs),
+		ops:        make(chan *op, maxBatch),
+		reloads:    make(chan struct{}, 1),
+		flushes:    make(chan chan error),
+		quit:       make(chan struct{}),
+		loopDone:   make(chan struct{}),
+		doc:        map[string]Entry{},
+		mode:       0o644,
+		onReload:   opts.OnReload,
+		onWrite:    opts.OnWrite,
+		onCompact:  opts.OnCompact,
+		onChange:   opts.OnChange,
+		baseOld:    map[string]baseEntry{},
+		delay:      opts.CompactDelay,
+		compactRes: make(chan compactResult, 1),
 	}
 	if opts.Debounce <= 0 {
 		opts.Debounce = defaultDebounce
@@ -426,18 +440,24 @@ func (s *Store) commitLoop() {
 			}
 			s.commit(batch)
 		case <-s.compact.C:
-			_ = s.compactNow()
+			s.compactPending = false
+			if !s.compacting { // else the end of the write schedules the next
+				s.startCompaction()
+			}
 		case reply := <-s.flushes:
-			s.compact.Stop()
-			reply <- s.compactNow()
+			s.flushWait = append(s.flushWait, reply)
+			if !s.compacting {
+				s.compact.Stop()
+				s.startCompaction()
+			}
+		case r := <-s.compactRes:
+			s.finishCompaction(r)
 		case <-s.reloads:
-			err := s.syncFromDisk()
-			if err != nil {
-				s.log.Error("tags file rejected; serving the last good state and refusing changes until it is fixed", "err", err)
+			if s.compacting {
+				s.reloadWait = true // the file is ours to replace just now
+				continue
 			}
-			if s.onReload != nil {
-				s.onReload(err)
-			}
+			s.reload()
 		case <-s.quit:
 			// Answer whatever was queued before Close, then bring the JSON
 			// file up to date.
@@ -447,7 +467,13 @@ func (s *Store) commitLoop() {
 					o.reply <- opResult{err: ErrClosed}
 				default:
 					s.compact.Stop()
-					_ = s.compactNow()
+					for s.compacting {
+						s.finishCompaction(<-s.compactRes)
+					}
+					s.startCompaction()
+					for s.compacting {
+						s.finishCompaction(<-s.compactRes)
+					}
 					_ = s.journal.close()
 					return
 				}
@@ -475,10 +501,13 @@ func (s *Store) commit(batch []*op) {
 		}
 	}
 	// A person may have saved the file since it was last read, faster than
-	// the watcher's debounce: merge their edit first.
-	if err := s.syncFromDisk(); err != nil {
-		reply(nil, err)
-		return
+	// the watcher's debounce: merge their edit first. (While a compaction
+	// replaces the file, its end merges a save that raced it.)
+	if !s.compacting {
+		if err := s.syncFromDisk(); err != nil {
+			reply(nil, err)
+			return
+		}
 	}
 	if err := s.Err(); err != nil {
 		reply(nil, err)
@@ -703,56 +732,143 @@ func (s *Store) Compact() error {
 	}
 }
 
-// compactNow writes the current state to the JSON file (atomically, never
-// over a hand save: see writeAtomic) and empties the journal. On failure
-// the journal keeps every change and compaction is tried again later.
-func (s *Store) compactNow() error {
+// compactResult is how a compaction's write ended.
+type compactResult struct {
+	sig fileSig
+	err error
+}
+
+// testHookCompactWrite, when set (tests), runs before a compaction's write.
+var testHookCompactWrite func()
+
+// startCompaction writes the current state to the JSON file (atomically,
+// never over a hand save: see writeAtomic), off the committer; its end
+// (finishCompaction) drops the journal records the file now holds. On
+// failure the journal keeps every change and compaction is tried later.
+func (s *Store) startCompaction() {
 	s.compactPending = false
-	for attempt := 0; ; attempt++ {
-		if err := s.syncFromDisk(); err != nil {
-			return err // a broken file is never written over; its fix triggers a reload
+	if err := s.syncFromDisk(); err != nil {
+		s.endFlushes(err) // a broken file is never written over; its fix triggers a reload
+		return
+	}
+	if err := s.Err(); err != nil {
+		s.endFlushes(err)
+		return
+	}
+	if len(s.baseOld) == 0 && s.journal.size == 0 {
+		s.endFlushes(nil)
+		return
+	}
+	// The rendering is the state the journal holds up to cmark; changes
+	// committed during the write note their base against it (baseOld
+	// starts afresh), and cbase keeps what the file on disk still is.
+	data := s.render()
+	// Before the file can be replaced, the journal says which file it will
+	// be: a crash after the swap then replays only what came after.
+	if err := s.journal.mark(fileIdentity(crc32.Checksum(data, castagnoli), int64(len(data)))); err != nil {
+		s.log.Error("marking a compaction in the tags journal; trying again later", "err", err)
+		s.scheduleCompaction()
+		s.endFlushes(err)
+		return
+	}
+	s.compacting, s.cstart = true, time.Now()
+	s.cmark, s.cbase, s.baseOld = s.journal.size, s.baseOld, map[string]baseEntry{}
+	path, mode, expected := s.path, s.mode, s.disk
+	go func() {
+		if testHookCompactWrite != nil {
+			testHookCompactWrite()
 		}
-		if err := s.Err(); err != nil {
-			return err
+		sig, err := writeAtomic(path, data, mode, expected)
+		s.compactRes <- compactResult{sig, err}
+	}()
+}
+
+// finishCompaction takes a compaction's outcome on the committer.
+func (s *Store) finishCompaction(r compactResult) {
+	s.compacting = false
+	if s.onCompact != nil {
+		s.onCompact(time.Since(s.cstart), r.err)
+	}
+	if r.err != nil && !errors.Is(r.err, ErrNotDurable) {
+		// The file on disk is still the one cbase describes.
+		for id, b := range s.cbase {
+			s.baseOld[id] = b
 		}
-		if len(s.baseOld) == 0 && s.journal.size == 0 {
-			return nil
+		s.cbase = nil
+		if errors.Is(r.err, errStale) && s.cattempt < maxStaleRetries {
+			s.cattempt++
+			s.afterCompaction()
+			s.startCompaction() // a hand save landed: merge it and write again
+			return
 		}
-		start := time.Now()
-		sig, err := writeAtomic(s.path, s.render(), s.mode, s.disk)
-		if errors.Is(err, errStale) && attempt < maxStaleRetries {
-			continue // a hand save landed: merge it and write again
+		s.cattempt = 0
+		s.log.Error("compacting the tags journal into the tags file; the journal keeps every change", "err", r.err)
+		s.scheduleCompaction()
+		s.afterCompaction()
+		s.endFlushes(r.err)
+		return
+	}
+	s.cattempt = 0
+	s.disk = r.sig
+	s.cbase = nil
+	if r.err != nil { // replaced, but the folder sync failed: keep the journal
+		s.log.Error("tags file written but its folder could not be synced; the journal keeps every change until the next compaction", "err", r.err)
+		s.scheduleCompaction()
+		s.afterCompaction()
+		s.endFlushes(r.err)
+		return
+	}
+	// Drop the journal's records the file holds only while the file on
+	// disk is the one just written: if a hand save replaced it meanwhile,
+	// the journal is all that holds the changes the save lacks until they
+	// are merged.
+	if s.fileIsOurs() {
+		if err := s.journal.dropBefore(s.cmark, s.journalPath()); err != nil {
+			s.log.Error("trimming the tags journal (its changes are in the tags file)", "err", err)
 		}
-		if s.onCompact != nil {
-			s.onCompact(time.Since(start), err)
-		}
-		if err != nil && !errors.Is(err, ErrNotDurable) {
-			s.log.Error("compacting the tags journal into the tags file; the journal keeps every change", "err", err)
-			s.scheduleCompaction()
-			return err
-		}
-		s.disk = sig
-		s.baseOld = map[string]baseEntry{}
-		if err != nil { // replaced, but the folder sync failed: keep the journal
-			s.log.Error("tags file written but its folder could not be synced; the journal keeps every change until the next compaction", "err", err)
-			s.scheduleCompaction()
-			return err
-		}
-		// Empty the journal only while the file on disk is the one just
-		// written: if a hand save replaced it meanwhile, the journal is all
-		// that holds the changes the save lacks until they are merged.
 		if !s.fileIsOurs() {
-			return nil
-		}
-		if err := s.journal.reset(); err != nil {
-			s.log.Error("emptying the tags journal (its changes are in the tags file)", "err", err)
-		}
-		if !s.fileIsOurs() {
-			// A save landed during the reset: merge it now, which journals
+			// A save landed during the trim: merge it now, which journals
 			// what it lacks.
 			_ = s.syncFromDisk()
 		}
-		return nil
+	}
+	s.afterCompaction()
+	if s.journal.size > 0 || len(s.baseOld) > 0 {
+		// Changes made during the write: the file catches up next time,
+		// or at once for a waiting Compact.
+		if len(s.flushWait) > 0 {
+			s.startCompaction()
+			return
+		}
+		s.scheduleCompaction()
+	}
+	s.endFlushes(nil)
+}
+
+// afterCompaction merges an edit that arrived while the file was written.
+func (s *Store) afterCompaction() {
+	if s.reloadWait {
+		s.reloadWait = false
+		s.reload()
+	}
+}
+
+// endFlushes answers the Compact calls waiting.
+func (s *Store) endFlushes(err error) {
+	for _, reply := range s.flushWait {
+		reply <- err
+	}
+	s.flushWait = s.flushWait[:0]
+}
+
+// reload merges the file as a person saved it.
+func (s *Store) reload() {
+	err := s.syncFromDisk()
+	if err != nil {
+		s.log.Error("tags file rejected; serving the last good state and refusing changes until it is fixed", "err", err)
+	}
+	if s.onReload != nil {
+		s.onReload(err)
 	}
 }
 
@@ -966,6 +1082,9 @@ func (s *Store) openJournal() error {
 		return nil
 	}
 	file := s.doc
+	if s.disk.exists {
+		recs = sinceFile(recs, fileIdentity(s.disk.crc, s.disk.size))
+	}
 	next, kept := replay(file, recs)
 	for _, e := range next {
 		if e.UpdatedAt.After(s.stamp) {

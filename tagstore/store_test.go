@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"os/exec"
@@ -57,6 +58,7 @@ func readFile(t *testing.T, path string) map[string]Entry {
 		if m, err = Parse(data); err != nil {
 			t.Fatalf("file on disk does not parse: %v\n%s", err, data)
 		}
+		recs = sinceFile(recs, fileIdentity(crc32.Checksum(data, castagnoli), int64(len(data))))
 	}
 	next, _ := replay(m, recs)
 	return next
@@ -430,10 +432,20 @@ func TestCrashLeavesACompleteFile(t *testing.T) {
 		crashChild()
 		return
 	}
+	// Once with compactions a second apart (rarely inside the kill
+	// window), once with one every few milliseconds, so kills land inside
+	// compactions too: while the file is written, the journal trimmed, and
+	// commits go on meanwhile.
+	for _, delay := range []string{"", "3ms"} {
+		t.Run("compact_delay="+delay, func(t *testing.T) { crashRuns(t, delay) })
+	}
+}
+
+func crashRuns(t *testing.T, compactDelay string) {
 	path := filepath.Join(t.TempDir(), "tags.json")
 	for run := 0; run < 5; run++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashLeavesACompleteFile$")
-		cmd.Env = append(os.Environ(), "TAGSTORE_CRASH_CHILD="+path)
+		cmd.Env = append(os.Environ(), "TAGSTORE_CRASH_CHILD="+path, "TAGSTORE_CRASH_COMPACT="+compactDelay)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -490,7 +502,8 @@ func TestCrashLeavesACompleteFile(t *testing.T) {
 // crashChild mutates forever (adds tags, sets names and metadata, deletes
 // entries), printing each mutation once acknowledged.
 func crashChild() {
-	s, err := Open(os.Getenv("TAGSTORE_CRASH_CHILD"), Options{})
+	delay, _ := time.ParseDuration(os.Getenv("TAGSTORE_CRASH_COMPACT"))
+	s, err := Open(os.Getenv("TAGSTORE_CRASH_CHILD"), Options{CompactDelay: delay})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -681,4 +694,101 @@ func TestDelete(t *testing.T) {
 	if err != nil || strings.Join(ch.Tags, ",") != "input,new" {
 		t.Fatalf("re-tagged: %+v %v", ch, err)
 	}
+}
+
+// TestCommitsDuringCompaction: while a compaction writes the JSON file,
+// changes are still acknowledged (the write is off the committer); the
+// journal then keeps exactly the changes the file lacks, and a Compact
+// brings the file up to date.
+func TestCommitsDuringCompaction(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tags.json")
+	writing, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	testHookCompactWrite = func() {
+		once.Do(func() {
+			close(writing)
+			<-release
+		})
+	}
+	defer func() { testHookCompactWrite = nil }()
+	s, err := Open(path, Options{CompactDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	first := uuid.NewString()
+	if _, err := s.Add(first, Entry{Path: "output/a.png"}, []string{"before"}); err != nil {
+		t.Fatal(err)
+	}
+	<-writing // the compaction holding "before" is writing now
+	during := make([]string, 20)
+	done := make(chan error, 1)
+	go func() {
+		for i := range during {
+			during[i] = uuid.NewString()
+			if _, err := s.Add(during[i], Entry{Path: "output/b.png"}, []string{"during"}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second): // a deadlock guard, not a speed check
+		t.Fatal("changes wait for the compaction's write")
+	}
+	close(release)
+	waitUntil(t, "the first compaction", func() bool {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return false
+		}
+		m, err := Parse(data)
+		_, ok := m[first]
+		return err == nil && ok
+	})
+	// Whatever the file lacks of what came during its write, the journal
+	// still holds (another compaction may have caught up meanwhile).
+	// The journal first: a compaction writes the file before it trims the
+	// journal, so read in this order the two never both miss a change.
+	inJournal := map[string]bool{}
+	recs := journalRecords(t, path)
+	file := readJSON(t, path)
+	for _, rec := range recs {
+		for _, je := range rec.Entries {
+			inJournal[je.ID] = true
+		}
+	}
+	for _, id := range during {
+		if _, ok := file[id]; !ok && !inJournal[id] {
+			t.Fatalf("%s is in neither the file nor the journal", id)
+		}
+	}
+	if err := s.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	file = readJSON(t, path)
+	for _, id := range append(during, first) {
+		if _, ok := file[id]; !ok {
+			t.Fatalf("%s missing from the file after Compact", id)
+		}
+	}
+	if fi, err := os.Stat(path + ".journal"); err != nil || fi.Size() != 0 {
+		t.Fatalf("journal after Compact: %v %v", fi, err)
+	}
+}
+
+func journalRecords(t *testing.T, path string) []journalRecord {
+	t.Helper()
+	f, err := os.Open(path + ".journal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, _, _ := readJournal(f)
+	return recs
 }
