@@ -141,7 +141,16 @@ func (a *API) events(c *gin.Context) {
 				a.log.Debug("event stream could not read the job's state", "job", rec.ID, "err", err)
 			} else {
 				if terminal(st.status) {
-					// What the pacing held back goes out before the end.
+					// The job may have run its course while the state was
+					// read: what the messages told meanwhile, and what the
+					// pacing held back, goes out before the end.
+					lv := a.live.view(rec.ID)
+					for _, l := range lv.logs {
+						if l.seq > lastLog {
+							s.event("log", logEvent{l.level, l.message})
+							lastLog = l.seq
+						}
+					}
 					if lv.preview != nil && lv.preview.seq != lastPreview {
 						s.event("preview", previewEvent(lv.preview))
 						lastPreview = lv.preview.seq
@@ -151,6 +160,12 @@ func (a *API) events(c *gin.Context) {
 					}
 					if st.progress != nil && st.progress.Value == 1 {
 						s.event("progress", st.progress)
+					}
+					// Every transition is told, even one seen late: a job
+					// that started ran.
+					if lastStatus == statusQueued && (!lv.started.IsZero() || !st.started.IsZero()) {
+						s.event("status", statusEvent{Status: statusRunning})
+						lastStatus, lastPos = statusRunning, nil
 					}
 				}
 				if st.status != lastStatus || !samePos(st.position, lastPos) {
