@@ -291,7 +291,7 @@ func TestJobExpires(t *testing.T) {
 	up := comfytest.New()
 	upts := httptest.NewServer(up)
 	defer upts.Close()
-	ts := newTestAPIOpts(t, upts.URL, t.TempDir(), Options{Retention: 2 * time.Second})
+	ts := newTestAPIOpts(t, upts.URL, t.TempDir(), Options{Retention: 3 * time.Second})
 	resp, body := post(t, ts.URL+"/api/v2/jobs", `{"workflow":{"9":{"class_type":"SaveImage","inputs":{}}}}`, "")
 	if resp.StatusCode != 201 {
 		t.Fatalf("%d %s", resp.StatusCode, body)
