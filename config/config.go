@@ -87,6 +87,9 @@ type Config struct {
 	// 37 KiB of resident memory, measured in bench/); past it a new stream
 	// gets 429 too_many_streams.
 	MaxEventStreams int64
+	// MaxEventStreamsPerKey bounds one key's (one owner's) open v2 event
+	// streams, so one client cannot take them all (with keys configured).
+	MaxEventStreamsPerKey int64
 
 	MaxBodyBytes          int64         // bound on local JSON request bodies
 	MaxUploadBytes        int64         // bound on a file uploaded to POST /api/assets
@@ -122,6 +125,7 @@ func Default() Config {
 		WSPingInterval:        30 * time.Second,
 		JobRetention:          7 * 24 * time.Hour,
 		MaxEventStreams:       10000,
+		MaxEventStreamsPerKey: 1000,
 		LogLevel:              "info",
 	}
 }
@@ -301,6 +305,9 @@ var settings = []setting{
 	{key: "max_event_streams", flag: "max-event-streams", usage: "most v2 event streams open at once",
 		set: func(c *Config, v string) error { return setPositive(&c.MaxEventStreams, v) },
 		get: func(c *Config) string { return strconv.FormatInt(c.MaxEventStreams, 10) }},
+	{key: "max_event_streams_per_key", flag: "max-event-streams-per-key", usage: "most v2 event streams one key (owner) may have open",
+		set: func(c *Config, v string) error { return setPositive(&c.MaxEventStreamsPerKey, v) },
+		get: func(c *Config) string { return strconv.FormatInt(c.MaxEventStreamsPerKey, 10) }},
 	{key: "max_body_bytes", flag: "max-body-bytes", usage: "largest accepted body for local JSON endpoints",
 		set: func(c *Config, v string) error { return setPositive(&c.MaxBodyBytes, v) },
 		get: func(c *Config) string { return strconv.FormatInt(c.MaxBodyBytes, 10) }},

@@ -706,3 +706,40 @@ func TestV2EndRecorded(t *testing.T) {
 		t.Fatalf("a recorded job was read from ComfyUI's history again (%d times)", n-reads)
 	}
 }
+
+// TestV2StreamsPerKey: one key cannot take every event stream; another key
+// still gets its own.
+func TestV2StreamsPerKey(t *testing.T) {
+	up, ts := startUpstream(t)
+	d := newComfyDir(t)
+	cfg := d.config(ts.URL)
+	cfg.APIKeys = []string{"stream-key-a-0123456789", "stream-key-b-0123456789"}
+	cfg.MaxEventStreamsPerKey = 1
+	s := startShim(t, cfg)
+	a := newV2Client(t, s.URL, "stream-key-a-0123456789")
+	b := newV2Client(t, s.URL, "stream-key-b-0123456789")
+	blocker := a.submit(`{"1":{"class_type":"Wait","inputs":{}}}`)
+	comfytest.WaitFor(t, func() bool { return up.Running() == blocker.ID })
+	ja, jb := a.submit(saveImage), b.submit(saveImage)
+	open := func(c *v2Client, path string) *http.Response {
+		req := comfytest.NewRequest(t, "GET", s.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+c.key)
+		resp, err := c.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	if r := open(a, ja.URLs.Events); r.StatusCode != 200 {
+		t.Fatalf("a's first stream: %d", r.StatusCode)
+	}
+	resp, data := a.json("GET", ja.URLs.Events, "")
+	if resp.StatusCode != 429 || errCode(t, data) != "too_many_streams" {
+		t.Fatalf("a's second stream: %d %s", resp.StatusCode, data)
+	}
+	if r := open(b, jb.URLs.Events); r.StatusCode != 200 {
+		t.Fatalf("b's stream while a has its share: %d", r.StatusCode)
+	}
+	up.Proceed(blocker.ID)
+}

@@ -190,21 +190,23 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		UserID:    userID,
 	})
 	v2, err := apiv2.New(apiv2.Options{
-		Upstream:    cfg.Upstream,
-		Transport:   transport,
-		Library:     lib,
-		Registry:    s.registry,
-		Dir:         cfg.JobsDir(),
-		Logger:      log,
-		Retention:   cfg.JobRetention,
-		MaxQueue:    int(cfg.MaxQueueDepth),
-		MaxStreams:  int(cfg.MaxEventStreams),
-		MaxUpload:   cfg.MaxUploadBytes,
-		URLLifetime: cfg.ViewURLLifetime,
-		Origin:      func(r *http.Request) string { return clientOf(r).scheme() + "://" + r.Host },
-		Owner:       func(r *http.Request) string { return callerOf(r).owner },
-		ClientID:    s.hub.ClientID,
-		Sign:        s.signContent,
+		Upstream:   cfg.Upstream,
+		Transport:  transport,
+		Library:    lib,
+		Registry:   s.registry,
+		Dir:        cfg.JobsDir(),
+		Logger:     log,
+		Retention:  cfg.JobRetention,
+		MaxQueue:   int(cfg.MaxQueueDepth),
+		MaxStreams: int(cfg.MaxEventStreams),
+		// Without keys everyone is one owner: the global limit is theirs.
+		MaxStreamsPerOwner: map[bool]int{true: int(cfg.MaxEventStreamsPerKey), false: 0}[cfg.KeysConfigured()],
+		MaxUpload:          cfg.MaxUploadBytes,
+		URLLifetime:        cfg.ViewURLLifetime,
+		Origin:             func(r *http.Request) string { return clientOf(r).scheme() + "://" + r.Host },
+		Owner:              func(r *http.Request) string { return callerOf(r).owner },
+		ClientID:           s.hub.ClientID,
+		Sign:               s.signContent,
 	})
 	if err != nil {
 		s.hub.Close()

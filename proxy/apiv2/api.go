@@ -31,11 +31,15 @@ type Options struct {
 	Dir       string         // where job records are kept
 	Logger    *slog.Logger
 
-	Retention   time.Duration // a job's expires_at, after its creation
-	MaxQueue    int           // 429 queue_full at this many queued+running prompts (0: none)
-	MaxStreams  int           // open event streams at most
-	MaxUpload   int64         // largest uploaded file
-	URLLifetime time.Duration // how long a content URL is valid
+	Retention  time.Duration // a job's expires_at, after its creation
+	MaxQueue   int           // 429 queue_full at this many queued+running prompts (0: none)
+	MaxStreams int           // open event streams at most
+	// MaxStreamsPerOwner bounds one owner's open event streams (a key's,
+	// when keys are configured), so one client cannot take them all; 0:
+	// MaxStreams.
+	MaxStreamsPerOwner int
+	MaxUpload          int64         // largest uploaded file
+	URLLifetime        time.Duration // how long a content URL is valid
 
 	// Origin is the scheme://host clients reach comfyshim at, for
 	// absolute URLs.
@@ -68,7 +72,9 @@ type API struct {
 	records *records
 	live    *live
 	streams atomic.Int64
-	view    *http.Client // ComfyUI's /view, for outputs without a local file
+	ownerMu sync.Mutex
+	owned   map[string]int // open streams by owner
+	view    *http.Client   // ComfyUI's /view, for outputs without a local file
 
 	inflightMu sync.Mutex
 	inflight   map[string]bool // owner+key of submissions being processed
@@ -106,6 +112,9 @@ func New(opts Options) (*API, error) {
 	if opts.MaxStreams <= 0 {
 		opts.MaxStreams = 10000
 	}
+	if opts.MaxStreamsPerOwner <= 0 || opts.MaxStreamsPerOwner > opts.MaxStreams {
+		opts.MaxStreamsPerOwner = opts.MaxStreams
+	}
 	recs, err := openRecords(opts.Dir, opts.Logger)
 	if err != nil {
 		return nil, err
@@ -119,6 +128,7 @@ func New(opts Options) (*API, error) {
 		live:     newLive(),
 		view:     &http.Client{Transport: opts.Transport},
 		inflight: map[string]bool{},
+		owned:    map[string]int{},
 		started:  time.Now(),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -298,6 +308,26 @@ func (a *API) upstreamError(c *gin.Context, err error) {
 }
 
 func retryAfter(c *gin.Context, seconds int) { c.Header("Retry-After", strconv.Itoa(seconds)) }
+
+// openStream counts a new event stream of owner, or refuses it past
+// either limit; close releases it.
+func (a *API) openStream(owner string) (close func(), ok bool) {
+	a.ownerMu.Lock()
+	defer a.ownerMu.Unlock()
+	if a.owned[owner] >= a.opts.MaxStreamsPerOwner || a.streams.Load() >= int64(a.opts.MaxStreams) {
+		return nil, false
+	}
+	a.owned[owner]++
+	a.streams.Add(1)
+	return func() {
+		a.ownerMu.Lock()
+		defer a.ownerMu.Unlock()
+		if a.owned[owner]--; a.owned[owner] == 0 {
+			delete(a.owned, owner)
+		}
+		a.streams.Add(-1)
+	}, true
+}
 
 // lockJob serialises the record updates of one job.
 func (a *API) lockJob(id string) func() {

@@ -25,13 +25,13 @@ func (a *API) events(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if n := a.streams.Add(1); n > int64(a.opts.MaxStreams) {
-		a.streams.Add(-1)
+	release, ok := a.openStream(rec.Owner)
+	if !ok {
 		retryAfter(c, 5)
-		fail(c, http.StatusTooManyRequests, codeTooManyStreams, "too many event streams are open; poll GET /api/v2/jobs/{id} or retry later", nil)
+		fail(c, http.StatusTooManyRequests, codeTooManyStreams, "too many event streams are open; close one, poll GET /api/v2/jobs/{id}, or retry later", nil)
 		return
 	}
-	defer a.streams.Add(-1)
+	defer release()
 	ctx := c.Request.Context()
 	wake, unsubscribe := a.live.subscribe(rec.ID, rec.Nodes)
 	var lastStatus string
