@@ -493,8 +493,18 @@ func (a *API) submit(c *gin.Context) {
 	}
 	payload, _ := json.Marshal(prompt)
 	a.live.register(id, sub.nodes)
-	status, answer, err := a.src.Post(r.Context(), "/prompt", payload)
+	// A client that goes away does not cut the submission short: it is
+	// recorded either way, and its retry replays it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Minute)
+	defer cancel()
+	status, answer, err := a.src.Post(ctx, "/prompt", payload)
 	switch {
+	case err != nil && key != "":
+		// ComfyUI's answer was lost, not its decision: it may have the
+		// prompt. The intent stays, so a retry with this key asks ComfyUI
+		// for this id (as after a crash) instead of sending it again.
+		a.upstreamError(c, err)
+		return
 	case err == nil && status == http.StatusOK:
 		a.queueChanged()
 		rec.Accepted = true

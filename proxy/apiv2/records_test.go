@@ -316,3 +316,44 @@ func TestJobExpires(t *testing.T) {
 		t.Fatalf("after expiry: %s", b)
 	}
 }
+
+// lostAnswer lets ComfyUI take a prompt, then cuts the connection before
+// its answer reaches comfyshim.
+type lostAnswer struct{ next http.Handler }
+
+func (l lostAnswer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && r.URL.Path == "/prompt" {
+		l.next.ServeHTTP(httptest.NewRecorder(), r)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+		return
+	}
+	l.next.ServeHTTP(w, r)
+}
+
+// TestLostAnswerThenRetry: when ComfyUI's answer to a submission is lost,
+// the caller gets an error, and its retry with the same key finds the
+// prompt ComfyUI took and replays it: one execution.
+func TestLostAnswerThenRetry(t *testing.T) {
+	up := comfytest.New()
+	upts := httptest.NewServer(lostAnswer{up})
+	defer upts.Close()
+	ts := newTestAPI(t, upts.URL, t.TempDir())
+	body := `{"workflow":{"9":{"class_type":"SaveImage","inputs":{}}}}`
+	resp, data := post(t, ts.URL+"/api/v2/jobs", body, "lost")
+	if resp.StatusCode != 500 || !strings.Contains(data, "upstream_error") {
+		t.Fatalf("first: %d %s", resp.StatusCode, data)
+	}
+	if n := up.Count("/prompt"); n != 1 {
+		t.Fatalf("ComfyUI got %d prompts", n)
+	}
+	resp, data = post(t, ts.URL+"/api/v2/jobs", body, "lost")
+	if resp.StatusCode != 201 || resp.Header.Get("Idempotency-Replayed") != "true" || !strings.Contains(data, `"id":"`) {
+		t.Fatalf("retry: %d %v %s", resp.StatusCode, resp.Header, data)
+	}
+	if n := up.Count("/prompt"); n != 1 {
+		t.Fatalf("the retry ran the prompt again: ComfyUI got %d", n)
+	}
+}
