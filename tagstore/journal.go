@@ -9,7 +9,6 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 )
@@ -301,29 +300,10 @@ func (j *journal) dropBefore(mark int64, path string) error {
 	if _, err := j.f.ReadAt(tail, mark); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(tail)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
 	// The journal is closed for the swap (Windows replaces no open file)
 	// and opened again, locked, either way.
 	_ = j.f.Close()
-	swapErr := replaceFile(tmp, path)
-	if swapErr == nil {
-		swapErr = syncDir(filepath.Dir(path))
-	}
+	swapErr := WriteFile(path, tail)
 	nf, err := os.OpenFile(path, os.O_RDWR, 0o644)
 	if err != nil {
 		return fmt.Errorf("reopening the tags journal: %w", err)
@@ -335,9 +315,6 @@ func (j *journal) dropBefore(mark int64, path string) error {
 		return err
 	}
 	j.f, j.size = nf, size
-	if swapErr != nil {
-		_ = os.Remove(tmp)
-	}
 	return swapErr
 }
 

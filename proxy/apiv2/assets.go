@@ -16,6 +16,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/comfyshim/comfyshim/proxy/internal/form"
 	"github.com/comfyshim/comfyshim/tagstore/assets"
 )
 
@@ -98,8 +99,6 @@ func (a *API) outputAsset(r *http.Request, loc outputLoc) assetJSON {
 		CreatedAt: rfc3339(loc.created), URL: o.URL, URLExpiresAt: o.URLExpiresAt, JobID: &loc.job}
 }
 
-const maxField = 64 << 10
-
 // upload is POST /api/v2/assets: multipart content_type, file_path,
 // expected_hash?, tags*, file. The file streams to disk, hashed with BLAKE3
 // on the way; a declared hash that differs is 409 hash_mismatch and
@@ -122,43 +121,22 @@ func (a *API) upload(c *gin.Context) {
 			staged.Discard()
 		}
 	}()
-	fields := map[string]string{}
-	var tags []string
-	for {
-		part, err := mr.NextPart()
-		if err == io.EOF {
-			break
+	fm, err := form.Read(mr, []string{"content_type", "file_path", "expected_hash", "tags", "expires_in"}, func(r io.Reader) (err error) {
+		staged, err = a.lib.Stage(r, a.opts.MaxUpload)
+		return err
+	})
+	if fe, ok := form.AsError(err); ok {
+		var details map[string]any
+		if fe.Field != "" {
+			details = map[string]any{"field": fe.Field}
 		}
-		if err != nil {
-			fail(c, http.StatusUnprocessableEntity, codeInvalidRequest, "reading the multipart body: "+err.Error(), nil)
-			return
-		}
-		switch name := part.FormName(); name {
-		case "file":
-			if staged != nil {
-				fail(c, http.StatusUnprocessableEntity, codeInvalidRequest, "one file per upload", nil)
-				return
-			}
-			if staged, err = a.lib.Stage(part, a.opts.MaxUpload); err != nil {
-				a.uploadError(c, err)
-				return
-			}
-		case "content_type", "file_path", "expected_hash", "tags", "expires_in":
-			v, err := io.ReadAll(io.LimitReader(part, maxField+1))
-			if err != nil || len(v) > maxField {
-				fail(c, http.StatusUnprocessableEntity, codeInvalidRequest, fmt.Sprintf("field %q is unreadable or larger than %d bytes", name, maxField), nil)
-				return
-			}
-			if name == "tags" {
-				tags = append(tags, string(v))
-			} else {
-				fields[name] = string(v)
-			}
-		default:
-			fail(c, http.StatusUnprocessableEntity, codeInvalidRequest, fmt.Sprintf("unknown field %q", name), map[string]any{"field": name})
-			return
-		}
+		fail(c, http.StatusUnprocessableEntity, codeInvalidRequest, fe.Msg, details)
+		return
+	} else if err != nil {
+		a.uploadError(c, err)
+		return
 	}
+	fields, tags := fm.Fields, fm.Tags
 	for _, f := range []string{"file_path", "content_type"} {
 		if fields[f] == "" {
 			fail(c, http.StatusUnprocessableEntity, codeInvalidRequest, fmt.Sprintf("%q is required", f), map[string]any{"field": f})

@@ -43,7 +43,7 @@ func (a *API) events(c *gin.Context) {
 	}()
 	st, err := a.state(ctx, rec)
 	if err != nil {
-		a.stateError(c, err)
+		a.refuse(c, err)
 		return
 	}
 	h := c.Writer.Header()

@@ -352,18 +352,10 @@ func (a *API) getJob(c *gin.Context) {
 	}
 	st, err := a.state(c.Request.Context(), rec)
 	if err != nil {
-		a.stateError(c, err)
+		a.refuse(c, err)
 		return
 	}
 	writeJSON(c, http.StatusOK, a.jobView(c.Request, rec, st))
-}
-
-func (a *API) stateError(c *gin.Context, err error) {
-	if errors.Is(err, errNoJob) {
-		fail(c, http.StatusNotFound, codeNotFound, "no job "+c.Param("id"), nil)
-		return
-	}
-	a.upstreamError(c, err)
 }
 
 // getWorkflow answers the graph ComfyUI ran (core/ASSET references
@@ -560,15 +552,18 @@ func (a *API) storeError(c *gin.Context, err error) {
 	fail(c, http.StatusInternalServerError, codeUpstream, "the job could not be recorded durably", nil)
 }
 
-// refuse answers a submission's error: 422 with its code, or 500 when
-// ComfyUI failed.
+// refuse answers a job request's error: 422 with its code for a refused
+// submission, 404 for a job ComfyUI never took, 500 when ComfyUI failed.
 func (a *API) refuse(c *gin.Context, err error) {
 	var re *requestError
-	if errors.As(err, &re) {
+	switch {
+	case errors.As(err, &re):
 		fail(c, http.StatusUnprocessableEntity, re.code, re.msg, re.details)
-		return
+	case errors.Is(err, errNoJob):
+		fail(c, http.StatusNotFound, codeNotFound, "no job "+c.Param("id"), nil)
+	default:
+		a.upstreamError(c, err)
 	}
-	a.upstreamError(c, err)
 }
 
 // cancel is POST /api/v2/jobs/{id}/cancel: a queued job is removed from
@@ -582,7 +577,7 @@ func (a *API) cancel(c *gin.Context) {
 	ctx := c.Request.Context()
 	st, err := a.state(ctx, rec)
 	if err != nil {
-		a.stateError(c, err)
+		a.refuse(c, err)
 		return
 	}
 	if !terminal(st.status) {
@@ -605,7 +600,7 @@ func (a *API) cancel(c *gin.Context) {
 			_, _, err = a.src.Post(ctx, "/interrupt", body)
 		}
 		if err != nil {
-			a.stateError(c, err)
+			a.refuse(c, err)
 			return
 		}
 		a.live.poke(rec.ID)

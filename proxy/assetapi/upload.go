@@ -13,11 +13,9 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/comfyshim/comfyshim/proxy/internal/form"
 	"github.com/comfyshim/comfyshim/tagstore/assets"
 )
-
-// maxField bounds a non-file form field of an upload.
-const maxField = 64 << 10
 
 // upload is POST /api/assets: a multipart upload (Cloud's fields file,
 // tags, name, user_metadata, id) streamed to disk and hashed on the way.
@@ -41,46 +39,18 @@ func (a *api) upload(c *gin.Context) {
 			staged.Discard()
 		}
 	}()
-	var fileName string
-	var tagValues []string
-	fields := map[string]string{}
-	for {
-		part, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", "reading the multipart body: " + err.Error()})
-			return
-		}
-		switch name := part.FormName(); name {
-		case "file":
-			if staged != nil {
-				fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", "one file per upload"})
-				return
-			}
-			fileName = part.FileName()
-			staged, err = a.lib.Stage(part, a.opts.MaxUpload)
-			if err != nil {
-				fail(c, uploadError(err, a.opts.MaxUpload))
-				return
-			}
-		case "tags", "name", "user_metadata", "id", "mime_type", "preview_id":
-			v, err := io.ReadAll(io.LimitReader(part, maxField+1))
-			if err != nil || len(v) > maxField {
-				fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", fmt.Sprintf("field %q is unreadable or larger than %d bytes", name, maxField)})
-				return
-			}
-			if name == "tags" {
-				tagValues = append(tagValues, string(v))
-			} else {
-				fields[name] = string(v)
-			}
-		default:
-			fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", fmt.Sprintf("unknown field %q", name)})
-			return
-		}
+	fm, err := form.Read(mr, []string{"tags", "name", "user_metadata", "id", "mime_type", "preview_id"}, func(r io.Reader) (err error) {
+		staged, err = a.lib.Stage(r, a.opts.MaxUpload)
+		return err
+	})
+	if fe, ok := form.AsError(err); ok {
+		fail(c, &Error{http.StatusBadRequest, "INVALID_BODY", fe.Msg})
+		return
+	} else if err != nil {
+		fail(c, uploadError(err, a.opts.MaxUpload))
+		return
 	}
+	fields, tagValues, fileName := fm.Fields, fm.Tags, fm.FileName
 	if id := fields["id"]; id != "" {
 		// Ids are derived from paths here: one can only name an existing
 		// asset, which is then returned as it is (idempotent retries).
