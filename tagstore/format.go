@@ -267,7 +267,9 @@ func (p *parser) assets() (map[string]Entry, error) {
 	if err := p.delim('{', "an object of assets keyed by id"); err != nil {
 		return nil, err
 	}
-	out := map[string]Entry{}
+	// Sized from the file (an entry takes about 200 bytes): growing a map of
+	// 100k entries step by step was a sixth of the time to start.
+	out := make(map[string]Entry, min(len(p.data)/256, 1<<22))
 	for p.dec.More() {
 		k, at, err := p.key()
 		if err != nil {

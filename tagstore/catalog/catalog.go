@@ -319,17 +319,20 @@ func (c *Catalog) walk(real string, r *Root, rel string, depth int, old *Snapsho
 	if _, seen := c.dirs[real]; seen || depth > maxDepth {
 		return
 	}
-	st := &dirState{root: r, rel: rel, files: map[string]*File{}, subdirs: map[string]string{}}
+	st := &dirState{root: r, rel: rel, subdirs: map[string]string{}}
 	c.dirs[real] = st
 	_ = c.watcher.Add(real)
 	c.reads.Add(1)
-	entries, err := os.ReadDir(real)
+	d, entries, err := readFolder(real)
 	if err != nil {
+		st.files = map[string]*File{}
 		c.log.Warn("scanning assets", "path", real, "err", err)
 		return
 	}
+	defer d.close()
+	st.files = make(map[string]*File, len(entries))
 	for _, e := range entries {
-		if f := c.entry(real, st, e, old); f != nil {
+		if f := c.entry(d, st, e, old); f != nil {
 			st.files[e.Name()] = f
 			*found = append(*found, f)
 		} else if sub := c.subdir(real, e); sub != "" {
@@ -341,18 +344,19 @@ func (c *Catalog) walk(real string, r *Root, rel string, depth int, old *Snapsho
 	}
 }
 
-// entry returns the asset record for a regular file in dir, reusing the
+// entry returns the asset record for a regular file in d, reusing the
 // old one when the file did not change; nil for anything else.
-func (c *Catalog) entry(dir string, st *dirState, e fs.DirEntry, old *Snapshot) *File {
+func (c *Catalog) entry(d *folder, st *dirState, e fs.DirEntry, old *Snapshot) *File {
 	name := e.Name()
 	if strings.HasPrefix(name, ".") || !e.Type().IsRegular() || isPlaceholder(name) {
 		return nil
 	}
-	info, err := e.Info()
-	if err != nil {
+	m, err := d.stat(e)
+	if err != nil || !m.regular {
 		return nil
 	}
-	same := func(f *File) bool { return f.Size == info.Size() && f.Modified.Equal(info.ModTime()) && f.dir == dir }
+	dir := d.path
+	same := func(f *File) bool { return f.Size == m.size && f.Modified.Equal(m.mtime) && f.dir == dir }
 	if f := st.files[name]; f != nil && same(f) {
 		return f // known to this folder already: no id to compute
 	}
@@ -374,7 +378,7 @@ func (c *Catalog) entry(dir string, st *dirState, e fs.DirEntry, old *Snapshot) 
 	if f, ok := old.Get(ID(st.root.key(), rel)); ok && same(f) {
 		return f
 	}
-	return newFile(*st.root, rel, dir, info)
+	return newFile(*st.root, rel, dir, m)
 }
 
 // subdir returns the real path of a folder entry (following a symlink), or
@@ -407,7 +411,7 @@ func (c *Catalog) refresh(dir string, old *Snapshot, removed map[string]bool, ad
 		return // dropped with its parent earlier in this batch
 	}
 	c.reads.Add(1)
-	entries, err := os.ReadDir(dir)
+	d, entries, err := readFolder(dir)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			c.log.Warn("scanning assets", "path", dir, "err", err)
@@ -415,11 +419,12 @@ func (c *Catalog) refresh(dir string, old *Snapshot, removed map[string]bool, ad
 		c.drop(dir, removed)
 		return
 	}
-	files := map[string]*File{}
+	defer d.close()
+	files := make(map[string]*File, len(entries))
 	subdirs := map[string]string{}
 	for _, e := range entries {
 		name := e.Name()
-		if f := c.entry(dir, st, e, old); f != nil {
+		if f := c.entry(d, st, e, old); f != nil {
 			files[name] = f
 			if st.files[name] != f {
 				*added = append(*added, f)
@@ -474,29 +479,31 @@ func isPlaceholder(name string) bool {
 
 // NewFile describes the file named by rel inside root r, found in the real
 // folder dir, as a scan would: for a file the scan has not reached yet.
-func NewFile(r Root, rel, dir string, info fs.FileInfo) *File { return newFile(r, rel, dir, info) }
+func NewFile(r Root, rel, dir string, info fs.FileInfo) *File {
+	return newFile(r, rel, dir, metaOf(filepath.Join(dir, path.Base(rel)), info))
+}
 
-func newFile(r Root, rel, dir string, info fs.FileInfo) *File {
+func newFile(r Root, rel, dir string, m meta) *File {
 	root := r.Name
 	f := &File{
 		ID:       ID(r.key(), rel),
 		Root:     root,
 		Rel:      rel,
 		Name:     path.Base(rel),
-		Size:     info.Size(),
+		Size:     m.size,
 		MIME:     MIMEType(rel),
-		Modified: info.ModTime(),
-		Created:  info.ModTime(),
-		Accessed: info.ModTime(),
+		Modified: m.mtime,
+		Created:  m.mtime,
+		Accessed: m.mtime,
 		dir:      dir,
 	}
-	if at, ok := accessTime(info); ok {
-		f.Accessed = at
+	if !m.atime.IsZero() {
+		f.Accessed = m.atime
 	}
 	// A copy that kept its modification time was made earlier than the
 	// copy's birth time says: take the earlier of the two.
-	if bt, ok := birthTime(filepath.Join(dir, f.Name), info); ok && bt.Before(f.Created) {
-		f.Created = bt
+	if !m.btime.IsZero() && m.btime.Before(f.Created) {
+		f.Created = m.btime
 	}
 	if root == "models" {
 		if folder, inside, ok := strings.Cut(rel, "/"); ok {
