@@ -1,9 +1,11 @@
 package tagstore
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -105,6 +107,40 @@ var syncDir = syncDirPlatform
 // macOS) the displaced file is checked after the swap too and swapped back
 // if it was not the expected one. Either way errStale is returned.
 func writeAtomic(path string, data []byte, mode os.FileMode, expected fileSig) (fileSig, error) {
+	return writeAtomicFrom(path, pieces{head: data, size: int64(len(data)), crc: crc32.Checksum(data, castagnoli)}, mode, expected)
+}
+
+// pieces is a file's content in parts, with its size and CRC-32C: head,
+// the parts separated by sep, foot. A rendering of 100k entries is written
+// as it is held instead of being copied into one buffer first (22 MB at
+// 100k assets, 215 MB at 1M).
+type pieces struct {
+	head, sep, foot []byte
+	parts           [][]byte
+	size            int64
+	crc             uint32
+}
+
+func (p pieces) writeTo(w io.Writer) error {
+	if _, err := w.Write(p.head); err != nil {
+		return err
+	}
+	for i, part := range p.parts {
+		if i > 0 {
+			if _, err := w.Write(p.sep); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(part); err != nil {
+			return err
+		}
+	}
+	_, err := w.Write(p.foot)
+	return err
+}
+
+// writeAtomicFrom is writeAtomic for content in pieces.
+func writeAtomicFrom(path string, content pieces, mode os.FileMode, expected fileSig) (fileSig, error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -118,7 +154,11 @@ func writeAtomic(path string, data []byte, mode os.FileMode, expected fileSig) (
 			_ = os.Remove(tmp)
 		}
 	}()
-	if _, err := f.Write(data); err != nil {
+	w := bufio.NewWriterSize(f, 256<<10)
+	if err := content.writeTo(w); err != nil {
+		return fileSig{}, err
+	}
+	if err := w.Flush(); err != nil {
 		return fileSig{}, err
 	}
 	if err := f.Chmod(mode); err != nil {
@@ -134,7 +174,11 @@ func writeAtomic(path string, data []byte, mode os.FileMode, expected fileSig) (
 	if err := f.Close(); err != nil {
 		return fileSig{}, err
 	}
-	written := sigOf(fi, data)
+	written := metaOf(fi)
+	written.crc = content.crc
+	if fi.Size() != content.size {
+		return fileSig{}, fmt.Errorf("wrote %d bytes of %d", fi.Size(), content.size)
+	}
 
 	now, err := statSig(path)
 	if err != nil {

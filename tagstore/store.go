@@ -74,7 +74,7 @@ type Store struct {
 	raws           [][]byte // ids[i] as rendered in the file; nil until (re)rendered
 	disk           fileSig  // the JSON file as last read or written
 	mode           os.FileMode
-	buf            []byte
+	parts          [][]byte // the last rendering's pieces, reused: the write's while compacting
 	journal        *journal
 	baseOld        map[string]baseEntry // the JSON file's entries of assets changed since it was written or read
 	stamp          time.Time            // last updated_at given: stamps never go back
@@ -765,7 +765,7 @@ func (s *Store) startCompaction() {
 	data := s.render()
 	// Before the file can be replaced, the journal says which file it will
 	// be: a crash after the swap then replays only what came after.
-	if err := s.journal.mark(fileIdentity(crc32.Checksum(data, castagnoli), int64(len(data)))); err != nil {
+	if err := s.journal.mark(fileIdentity(data.crc, data.size)); err != nil {
 		s.log.Error("marking a compaction in the tags journal; trying again later", "err", err)
 		s.scheduleCompaction()
 		s.endFlushes(err)
@@ -778,7 +778,7 @@ func (s *Store) startCompaction() {
 		if testHookCompactWrite != nil {
 			testHookCompactWrite()
 		}
-		sig, err := writeAtomic(path, data, mode, expected)
+		sig, err := writeAtomicFrom(path, data, mode, expected)
 		s.compactRes <- compactResult{sig, err}
 	}()
 }
@@ -879,23 +879,29 @@ func (s *Store) fileIsOurs() bool {
 	return err == nil && now.sameMeta(s.disk)
 }
 
-// render encodes the whole document, reusing the renderings of entries
-// that did not change since the last compaction.
-func (s *Store) render() []byte {
-	buf := append(s.buf[:0], fileHeader...)
+// render encodes the whole document as the pieces of the file, reusing
+// the renderings of entries that did not change since the last compaction.
+// The pieces are the write's until it ends: renderings are replaced, never
+// modified, so the committer goes on meanwhile.
+func (s *Store) render() pieces {
+	p := pieces{head: []byte(fileHeader), sep: []byte{','}, foot: []byte(fileFooter), parts: s.parts[:0]}
+	p.crc = crc32.Update(0, castagnoli, p.head)
 	for i, r := range s.raws {
 		if r == nil {
 			r = encodeEntry(s.ids[i], s.doc[s.ids[i]])
 			s.raws[i] = r
 		}
 		if i > 0 {
-			buf = append(buf, ',')
+			p.crc = crc32.Update(p.crc, castagnoli, p.sep)
 		}
-		buf = append(buf, r...)
+		p.parts = append(p.parts, r)
+		p.crc = crc32.Update(p.crc, castagnoli, r)
+		p.size += int64(len(r))
 	}
-	buf = append(buf, fileFooter...)
-	s.buf = buf
-	return buf
+	p.crc = crc32.Update(p.crc, castagnoli, p.foot)
+	p.size += int64(len(p.head) + len(p.foot) + max(len(p.parts)-1, 0)*len(p.sep))
+	s.parts = p.parts
+	return p
 }
 
 // changeLogSize bounds how many recent writes ChangedSince can describe.

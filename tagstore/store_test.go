@@ -792,3 +792,46 @@ func journalRecords(t *testing.T, path string) []journalRecord {
 	recs, _, _ := readJournal(f)
 	return recs
 }
+
+// A compaction writes the file from the renderings it keeps, in pieces:
+// the file must be exactly what Encode makes of the state, after additions,
+// changes that reuse the other entries' renderings, and deletions.
+func TestCompactionWritesTheEncodedState(t *testing.T) {
+	s, path := openTemp(t)
+	ids := make([]string, 5)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+	}
+	steps := []func() error{
+		func() error { _, err := s.Add(ids[0], Entry{Path: "output/a.png"}, []string{"x"}); return err },
+		func() error { _, err := s.Add(ids[1], Entry{Path: "output/b.png"}, []string{"y", "z"}); return err },
+		func() error { _, err := s.Add(ids[2], Entry{Path: "output/c.png"}, []string{"é"}); return err },
+		func() error { _, err := s.Remove(ids[1], Entry{}, []string{"y"}); return err },
+		func() error { return s.Delete(ids[0]) },
+		func() error { _, err := s.Add(ids[3], Entry{Path: "input/d.png"}, []string{"w"}); return err },
+		func() error { return s.Delete(ids[2]) },
+		func() error { return s.Delete(ids[1]) },
+		func() error { return s.Delete(ids[3]) },
+	}
+	for k, step := range steps {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Compact(); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]Entry{}
+		for _, id := range ids {
+			if e, ok := s.Get(id); ok {
+				want[id] = e
+			}
+		}
+		if string(data) != string(Encode(want)) {
+			t.Fatalf("step %d: the file is\n%s\nwant\n%s", k, data, Encode(want))
+		}
+	}
+}
