@@ -97,19 +97,6 @@ var (
 // syncDir is a variable so tests can make the folder sync fail.
 var syncDir = syncDirPlatform
 
-// writeAtomic replaces path with data so that a crash at any instant leaves
-// either the old or the new complete file: write a temporary file in the
-// same folder, fsync it, put it in place of path, fsync the folder.
-//
-// expected is the file as comfyshim last read or wrote it. A person's save
-// made since then is never overwritten: the file is checked just before it
-// is replaced, and where the platform can swap two files atomically (Linux,
-// macOS) the displaced file is checked after the swap too and swapped back
-// if it was not the expected one. Either way errStale is returned.
-func writeAtomic(path string, data []byte, mode os.FileMode, expected fileSig) (fileSig, error) {
-	return writeAtomicFrom(path, pieces{head: data, size: int64(len(data)), crc: crc32.Checksum(data, castagnoli)}, mode, expected)
-}
-
 // pieces is a file's content in parts, with its size and CRC-32C: head,
 // the parts separated by sep, foot. A rendering of 100k entries is written
 // as it is held instead of being copied into one buffer first (22 MB at
@@ -139,8 +126,16 @@ func (p pieces) writeTo(w io.Writer) error {
 	return err
 }
 
-// writeAtomicFrom is writeAtomic for content in pieces.
-func writeAtomicFrom(path string, content pieces, mode os.FileMode, expected fileSig) (fileSig, error) {
+// writeAtomic replaces path with content so that a crash at any instant leaves
+// either the old or the new complete file: write a temporary file in the
+// same folder, fsync it, put it in place of path, fsync the folder.
+//
+// expected is the file as comfyshim last read or wrote it. A person's save
+// made since then is never overwritten: the file is checked just before it
+// is replaced, and where the platform can swap two files atomically (Linux,
+// macOS) the displaced file is checked after the swap too and swapped back
+// if it was not the expected one. Either way errStale is returned.
+func writeAtomic(path string, content pieces, mode os.FileMode, expected fileSig) (fileSig, error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {

@@ -130,6 +130,15 @@ func Parse(data []byte) (map[string]Entry, error) {
 		}
 		return nil, p.errAt(int64(off), "invalid UTF-8")
 	}
+	if m, ok := parseCanonical(data); ok {
+		return m, nil
+	}
+	return p.general()
+}
+
+// general parses any JSON the format allows, locating every problem.
+func (p *parser) general() (map[string]Entry, error) {
+	data := p.data
 	p.dec.DisallowUnknownFields()
 	m, err := p.document()
 	if err != nil {
@@ -344,16 +353,15 @@ func Encode(entries map[string]Entry) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, encodeEntry(id, entries[id])...)
+		b = appendEntry(b, id, entries[id])
 	}
 	return append(b, fileFooter...)
 }
 
-// encodeEntry renders one asset as it appears in the file (without the
+// appendEntry renders one asset as it appears in the file (without the
 // separating comma), so the writer can keep rendered entries and assemble a
 // file of 100k assets by concatenation.
-func encodeEntry(id string, e Entry) []byte {
-	b := make([]byte, 0, 96+len(e.Path)+16*len(e.Tags)+len(e.Name)+len(e.Meta))
+func appendEntry(b []byte, id string, e Entry) []byte {
 	b = append(b, "\n    "...)
 	b = appendString(b, id)
 	b = append(b, ": {\n      \"path\": "...)

@@ -1,12 +1,15 @@
 package tagstore
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 const idA = "0b9e5f4c-1d2a-4c3b-8e7f-112233445566"
@@ -183,4 +186,72 @@ func manyTags(n int) string {
 		parts[i] = fmt.Sprintf("%q", fmt.Sprint("t", i))
 	}
 	return strings.Join(parts, ",")
+}
+
+// parseGeneral is Parse without the fast path for Encode's layout.
+func parseGeneral(data []byte) (map[string]Entry, error) {
+	if !utf8.Valid(data) || len(bytes.TrimSpace(data)) == 0 {
+		return Parse(data) // refused before either path
+	}
+	return (&parser{data: data, dec: json.NewDecoder(bytes.NewReader(data))}).general()
+}
+
+// canonicalSamples are files as Encode writes them, with everything an
+// entry can hold.
+func canonicalSamples() [][]byte {
+	meta := json.RawMessage(`{"a":[1,{"b":null}],"c":"\u2028 x","d":"}\n"}`)
+	return [][]byte{
+		Encode(map[string]Entry{}),
+		Encode(map[string]Entry{idA: {Path: "output/a.png", Tags: []string{"a", "b"}, UpdatedAt: time.Date(2026, 11, 28, 12, 0, 0, 5e6, time.UTC)}}),
+		Encode(map[string]Entry{
+			idA: {Path: "input/<b>&\"q\".png", Tags: []string{}, Name: "Né \\ \"x\"", Meta: meta},
+			idB: {Path: "models/loras/x.safetensors", Tags: []string{"Portrait", "quote\"back\\slash", "Ünïcode ✓"}, Meta: meta, UpdatedAt: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)},
+		}),
+	}
+}
+
+// The fast path reads Encode's layout, and what it reads is exactly what
+// the general parser reads.
+func TestCanonicalLayoutTakesTheFastPath(t *testing.T) {
+	for i, data := range canonicalSamples() {
+		fast, ok := parseCanonical(data)
+		if !ok {
+			t.Fatalf("sample %d: the fast path refused Encode's own layout:\n%s", i, data)
+		}
+		general, err := parseGeneral(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(fast, general) {
+			t.Fatalf("sample %d: fast %#v\ngeneral %#v", i, fast, general)
+		}
+	}
+	// A hand-edited layout is read by the general parser.
+	if _, ok := parseCanonical([]byte(`{"version":1,"assets":{}}`)); ok {
+		t.Fatal("the fast path took a layout Encode does not write")
+	}
+}
+
+// Whatever the fast path accepts, the general parser reads the same way:
+// it never accepts what the general one refuses, nor reads it differently.
+func FuzzParseCanonical(f *testing.F) {
+	for _, s := range canonicalSamples() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !utf8.Valid(data) {
+			return // Parse refuses it before either path
+		}
+		fast, ok := parseCanonical(data)
+		if !ok {
+			return
+		}
+		general, err := parseGeneral(data)
+		if err != nil {
+			t.Fatalf("fast path accepted what the general parser refuses (%v):\n%q", err, data)
+		}
+		if !reflect.DeepEqual(fast, general) {
+			t.Fatalf("fast %#v\ngeneral %#v\n%q", fast, general, data)
+		}
+	})
 }

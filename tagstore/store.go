@@ -75,6 +75,7 @@ type Store struct {
 	disk           fileSig  // the JSON file as last read or written
 	mode           os.FileMode
 	parts          [][]byte // the last rendering's pieces, reused: the write's while compacting
+	scratch        []byte   // where an entry is rendered before it is kept
 	journal        *journal
 	baseOld        map[string]baseEntry // the JSON file's entries of assets changed since it was written or read
 	stamp          time.Time            // last updated_at given: stamps never go back
@@ -778,7 +779,7 @@ func (s *Store) startCompaction() {
 		if testHookCompactWrite != nil {
 			testHookCompactWrite()
 		}
-		sig, err := writeAtomicFrom(path, data, mode, expected)
+		sig, err := writeAtomic(path, data, mode, expected)
 		s.compactRes <- compactResult{sig, err}
 	}()
 }
@@ -888,7 +889,10 @@ func (s *Store) render() pieces {
 	p.crc = crc32.Update(0, castagnoli, p.head)
 	for i, r := range s.raws {
 		if r == nil {
-			r = encodeEntry(s.ids[i], s.doc[s.ids[i]])
+			// Kept until the entry changes: rendered into scratch and copied
+			// at its size, not at the capacity appending grew it to.
+			s.scratch = appendEntry(s.scratch[:0], s.ids[i], s.doc[s.ids[i]])
+			r = slices.Clone(s.scratch)
 			s.raws[i] = r
 		}
 		if i > 0 {

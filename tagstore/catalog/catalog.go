@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -331,9 +332,10 @@ func (c *Catalog) walk(real string, r *Root, rel string, depth int, old *Snapsho
 	}
 	defer d.close()
 	st.files = make(map[string]*File, len(entries))
-	for _, e := range entries {
-		if f := c.entry(d, st, e, old); f != nil {
-			st.files[e.Name()] = f
+	for i, f := range c.describe(d, st, entries, old) {
+		e := entries[i]
+		if f != nil {
+			st.files[f.Name] = f // f's own string: the listing's can go
 			*found = append(*found, f)
 		} else if sub := c.subdir(real, e); sub != "" {
 			if _, seen := c.dirs[sub]; !seen && depth < maxDepth {
@@ -375,10 +377,38 @@ func (c *Catalog) entry(d *folder, st *dirState, e fs.DirEntry, old *Snapshot) *
 			return nil
 		}
 	}
-	if f, ok := old.Get(ID(st.root.key(), rel)); ok && same(f) {
+	id := ID(st.root.key(), rel)
+	if f, ok := old.Get(id); ok && same(f) {
 		return f
 	}
-	return newFile(*st.root, rel, dir, m)
+	return newFile(*st.root, id, rel, dir, m)
+}
+
+// describe returns the asset record of each entry of d (nil for what is
+// not an asset). A large folder is described by a goroutine per core: at
+// start the stat calls and id hashing of 100k files were the longest part
+// of the time to ready. entry only reads shared state.
+func (c *Catalog) describe(d *folder, st *dirState, entries []fs.DirEntry, old *Snapshot) []*File {
+	out := make([]*File, len(entries))
+	workers := min(runtime.GOMAXPROCS(0), len(entries)/256)
+	if workers <= 1 {
+		for i, e := range entries {
+			out[i] = c.entry(d, st, e, old)
+		}
+		return out
+	}
+	var wg sync.WaitGroup
+	chunk := (len(entries) + workers - 1) / workers
+	for lo := 0; lo < len(entries); lo += chunk {
+		hi := min(lo+chunk, len(entries))
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				out[i] = c.entry(d, st, entries[i], old)
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // subdir returns the real path of a folder entry (following a symlink), or
@@ -422,10 +452,11 @@ func (c *Catalog) refresh(dir string, old *Snapshot, removed map[string]bool, ad
 	defer d.close()
 	files := make(map[string]*File, len(entries))
 	subdirs := map[string]string{}
-	for _, e := range entries {
+	for i, f := range c.describe(d, st, entries, old) {
+		e := entries[i]
 		name := e.Name()
-		if f := c.entry(d, st, e, old); f != nil {
-			files[name] = f
+		if f != nil {
+			files[f.Name] = f
 			if st.files[name] != f {
 				*added = append(*added, f)
 				delete(removed, f.ID)
@@ -480,13 +511,13 @@ func isPlaceholder(name string) bool {
 // NewFile describes the file named by rel inside root r, found in the real
 // folder dir, as a scan would: for a file the scan has not reached yet.
 func NewFile(r Root, rel, dir string, info fs.FileInfo) *File {
-	return newFile(r, rel, dir, metaOf(filepath.Join(dir, path.Base(rel)), info))
+	return newFile(r, ID(r.key(), rel), rel, dir, metaOf(filepath.Join(dir, path.Base(rel)), info))
 }
 
-func newFile(r Root, rel, dir string, m meta) *File {
+func newFile(r Root, id, rel, dir string, m meta) *File {
 	root := r.Name
 	f := &File{
-		ID:       ID(r.key(), rel),
+		ID:       id,
 		Root:     root,
 		Rel:      rel,
 		Name:     path.Base(rel),
