@@ -79,7 +79,7 @@ func placement(fp string) (root, category, name string, err error) {
 
 func (a *API) assetView(r *http.Request, x assets.Asset) assetJSON {
 	fp := filePath(x.Root, x.Rel)
-	out := assetJSON{ID: x.ID, SizeBytes: x.Size, ContentType: x.MIME, FilePath: &fp, CreatedAt: rfc3339(x.Created)}
+	out := assetJSON{ID: x.ID, SizeBytes: x.Size, ContentType: x.MIME, FilePath: &fp, CreatedAt: rfc3339(x.Created())}
 	if h, ok := a.lib.Hash(x); ok {
 		out.Hash = &h
 	}
@@ -387,7 +387,7 @@ func (a *API) content(c *gin.Context) {
 	c.Header("Content-Type", x.MIME)
 	c.Header("Cache-Control", "private, max-age=300")
 	c.Header("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": x.Name}))
-	http.ServeContent(c.Writer, c.Request, x.Name, x.Modified, f)
+	http.ServeContent(c.Writer, c.Request, x.Name, x.Modified(), f)
 }
 
 func viewQuery(ref outputRef) string {

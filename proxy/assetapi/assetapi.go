@@ -208,9 +208,9 @@ func (a *api) toJSON(c *gin.Context, x assets.Asset) assetJSON {
 		MimeType:       x.MIME,
 		Tags:           x.Tags,
 		Metadata:       emptyObject,
-		CreatedAt:      timestamp(x.Created),
-		UpdatedAt:      timestamp(x.Modified),
-		LastAccessTime: timestamp(x.Accessed),
+		CreatedAt:      timestamp(x.Created()),
+		UpdatedAt:      timestamp(x.Modified()),
+		LastAccessTime: timestamp(x.Accessed()),
 		DisplayName:    x.Rel,
 		LoaderPath:     lv,
 	}

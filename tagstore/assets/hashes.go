@@ -79,7 +79,7 @@ func (h *hashIndex) current(f *catalog.File) (string, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e, ok := h.byID[f.ID]
-	if !ok || e.Size != f.Size || e.MTime != f.Modified.UnixNano() {
+	if !ok || e.Size != f.Size || e.MTime != f.ModifiedNS {
 		return "", false
 	}
 	return e.Hash, true
@@ -87,7 +87,7 @@ func (h *hashIndex) current(f *catalog.File) (string, bool) {
 
 func (h *hashIndex) set(f *catalog.File, hash string) {
 	h.mu.Lock()
-	h.setLocked(f.ID, hashed{Size: f.Size, MTime: f.Modified.UnixNano(), Hash: hash})
+	h.setLocked(f.ID, hashed{Size: f.Size, MTime: f.ModifiedNS, Hash: hash})
 	h.mu.Unlock()
 }
 
@@ -190,7 +190,7 @@ func (l *Library) hashFile(f *catalog.File) (string, error) {
 			}
 		}
 	}
-	if fi, err := fh.Stat(); err != nil || fi.Size() != f.Size || !fi.ModTime().Equal(f.Modified) {
+	if fi, err := fh.Stat(); err != nil || fi.Size() != f.Size || fi.ModTime().UnixNano() != f.ModifiedNS {
 		return "", os.ErrNotExist // changed while hashed: the next pass takes it
 	}
 	return "blake3:" + hex.EncodeToString(h.Sum(nil)), nil

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/comfyshim/comfyshim/tagstore"
 	"github.com/comfyshim/comfyshim/tagstore/catalog"
@@ -422,7 +421,6 @@ func (x *Index) order(key string) []int32 {
 	for i := range o {
 		o[i] = int32(i)
 	}
-	cmpTime := func(a, b time.Time) int { return a.Compare(b) }
 	slices.SortStableFunc(o, func(i, j int32) int {
 		a, b := x.files[i], x.files[j]
 		var c int
@@ -430,13 +428,13 @@ func (x *Index) order(key string) []int32 {
 		case "name":
 			c = strings.Compare(a.Name, b.Name)
 		case "created_at":
-			c = cmpTime(a.Created, b.Created)
+			c = cmp.Compare(a.CreatedNS, b.CreatedNS)
 		case "updated_at":
-			c = cmpTime(a.Modified, b.Modified)
+			c = cmp.Compare(a.ModifiedNS, b.ModifiedNS)
 		case "size":
 			c = cmp.Compare(a.Size, b.Size)
 		case "last_access_time":
-			c = cmpTime(a.Accessed, b.Accessed)
+			c = cmp.Compare(a.AccessedNS, b.AccessedNS)
 		}
 		return c // Assets are in id order and the sort is stable: ties stay by id
 	})
@@ -523,11 +521,11 @@ func MarkOf(a Asset, key string, desc bool) Mark {
 	case "size":
 		m.Num = a.Size
 	case "created_at":
-		m.Num = a.Created.UnixNano()
+		m.Num = a.CreatedNS
 	case "updated_at":
-		m.Num = a.Modified.UnixNano()
+		m.Num = a.ModifiedNS
 	case "last_access_time":
-		m.Num = a.Accessed.UnixNano()
+		m.Num = a.AccessedNS
 	}
 	return m
 }
@@ -542,11 +540,11 @@ func (x *Index) cmpMark(i int32, m Mark) int {
 	case "size":
 		c = cmp.Compare(f.Size, m.Num)
 	case "created_at":
-		c = cmp.Compare(f.Created.UnixNano(), m.Num)
+		c = cmp.Compare(f.CreatedNS, m.Num)
 	case "updated_at":
-		c = cmp.Compare(f.Modified.UnixNano(), m.Num)
+		c = cmp.Compare(f.ModifiedNS, m.Num)
 	case "last_access_time":
-		c = cmp.Compare(f.Accessed.UnixNano(), m.Num)
+		c = cmp.Compare(f.AccessedNS, m.Num)
 	}
 	if c == 0 {
 		c = strings.Compare(f.ID, m.ID)

@@ -261,7 +261,7 @@ func (l *Library) Get(id string) (Asset, bool) {
 	}
 	root, rel, _ := strings.Cut(e.Path, "/")
 	f := &catalog.File{ID: id, Root: root, Rel: rel, Name: path.Base(rel), MIME: catalog.MIMEType(rel),
-		Created: e.UpdatedAt, Modified: e.UpdatedAt, Accessed: e.UpdatedAt}
+		CreatedNS: e.UpdatedAt.UnixNano(), ModifiedNS: e.UpdatedAt.UnixNano(), AccessedNS: e.UpdatedAt.UnixNano()}
 	if root == "models" {
 		if _, inside, ok := strings.Cut(rel, "/"); ok {
 			f.LoaderPath = inside

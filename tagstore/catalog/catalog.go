@@ -53,12 +53,26 @@ type File struct {
 	Category   string // models only: the model category, "" for a file directly under models/
 	Size       int64
 	MIME       string
-	Created    time.Time
-	Modified   time.Time
-	Accessed   time.Time
+	CreatedNS  int64  // creation time in Unix nanoseconds (see Created)
+	ModifiedNS int64  // modification time in Unix nanoseconds
+	AccessedNS int64  // last access time in Unix nanoseconds
 	LoaderPath string // models only: path inside the model folder
 	dir        string // the real folder it was scanned in (symlinks resolved); shared by its folder's files
 }
+
+// Times are kept as integers: three time.Time values made a record a
+// third larger, with a pointer each for the collector to chase.
+
+// Created is when the file was made: the earlier of its birth and
+// modification times (a copy can keep an older modification time).
+func (f *File) Created() time.Time { return time.Unix(0, f.CreatedNS) }
+
+// Modified is the file's modification time.
+func (f *File) Modified() time.Time { return time.Unix(0, f.ModifiedNS) }
+
+// Accessed is the file's last access time (its modification time where
+// the platform does not tell).
+func (f *File) Accessed() time.Time { return time.Unix(0, f.AccessedNS) }
 
 // Path is the root name and path inside it, e.g. "output/ComfyUI_00001_.png".
 func (f *File) Path() string { return f.Root + "/" + f.Rel }
@@ -358,7 +372,7 @@ func (c *Catalog) entry(d *folder, st *dirState, e fs.DirEntry, old *Snapshot) *
 		return nil
 	}
 	dir := d.path
-	same := func(f *File) bool { return f.Size == m.size && f.Modified.Equal(m.mtime) && f.dir == dir }
+	same := func(f *File) bool { return f.Size == m.size && f.ModifiedNS == m.mtime.UnixNano() && f.dir == dir }
 	if f := st.files[name]; f != nil && same(f) {
 		return f // known to this folder already: no id to compute
 	}
@@ -517,24 +531,24 @@ func NewFile(r Root, rel, dir string, info fs.FileInfo) *File {
 func newFile(r Root, id, rel, dir string, m meta) *File {
 	root := r.Name
 	f := &File{
-		ID:       id,
-		Root:     root,
-		Rel:      rel,
-		Name:     path.Base(rel),
-		Size:     m.size,
-		MIME:     MIMEType(rel),
-		Modified: m.mtime,
-		Created:  m.mtime,
-		Accessed: m.mtime,
-		dir:      dir,
+		ID:         id,
+		Root:       root,
+		Rel:        rel,
+		Name:       path.Base(rel),
+		Size:       m.size,
+		MIME:       MIMEType(rel),
+		ModifiedNS: m.mtime.UnixNano(),
+		CreatedNS:  m.mtime.UnixNano(),
+		AccessedNS: m.mtime.UnixNano(),
+		dir:        dir,
 	}
 	if !m.atime.IsZero() {
-		f.Accessed = m.atime
+		f.AccessedNS = m.atime.UnixNano()
 	}
 	// A copy that kept its modification time was made earlier than the
 	// copy's birth time says: take the earlier of the two.
-	if !m.btime.IsZero() && m.btime.Before(f.Created) {
-		f.Created = m.btime
+	if !m.btime.IsZero() && m.btime.UnixNano() < f.CreatedNS {
+		f.CreatedNS = m.btime.UnixNano()
 	}
 	if root == "models" {
 		if folder, inside, ok := strings.Cut(rel, "/"); ok {

@@ -48,12 +48,12 @@ func TestScanRecordMatchesPortableRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := NewFile(Root{Name: "output"}, f.Rel, f.dir, info)
-		if f.ID != want.ID || f.Size != want.Size || !f.Modified.Equal(want.Modified) ||
-			!f.Created.Equal(want.Created) || !f.Accessed.Equal(want.Accessed) || f.MIME != want.MIME {
+		if f.ID != want.ID || f.Size != want.Size || f.ModifiedNS != want.ModifiedNS ||
+			f.CreatedNS != want.CreatedNS || f.AccessedNS != want.AccessedNS || f.MIME != want.MIME {
 			t.Errorf("%s: scan %+v\nportable %+v", f.Name, *f, *want)
 		}
-		if f.Name == "copied.png" && !f.Created.Equal(old) {
-			t.Errorf("copied.png created %v, want its older modification time %v", f.Created, old)
+		if f.Name == "copied.png" && !f.Created().Equal(old) {
+			t.Errorf("copied.png created %v, want its older modification time %v", f.Created(), old)
 		}
 	}
 }
