@@ -364,7 +364,7 @@ func Encode(entries map[string]Entry) []byte {
 func appendEntry(b []byte, id string, e Entry) []byte {
 	b = append(b, "\n    "...)
 	b = appendString(b, id)
-	b = append(b, ": {\n      \"path\": "...)
+	b = append(b, entryOpen...)
 	b = appendString(b, e.Path)
 	b = append(b, ",\n      \"tags\": ["...)
 	for i, t := range e.Tags {
