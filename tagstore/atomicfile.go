@@ -97,84 +97,74 @@ var (
 // syncDir is a variable so tests can make the folder sync fail.
 var syncDir = syncDirPlatform
 
-// pieces is a file's content in parts, with its size and CRC-32C: head,
-// the parts separated by sep, foot. A rendering of 100k entries is written
-// as it is held instead of being copied into one buffer first (22 MB at
-// 100k assets, 215 MB at 1M).
-type pieces struct {
-	head, sep, foot []byte
-	parts           [][]byte
-	size            int64
-	crc             uint32
+// prepared is a new version of the tags file, written and fsynced beside
+// it under a temporary name, not yet in place.
+type prepared struct {
+	tmp string
+	sig fileSig // what the file will be once in place (a rename keeps all of it)
 }
 
-func (p pieces) writeTo(w io.Writer) error {
-	if _, err := w.Write(p.head); err != nil {
-		return err
+// discard removes a prepared file that will not be placed.
+func (p prepared) discard() { _ = os.Remove(p.tmp) }
+
+// prepareFile writes a new version of path beside it through write
+// (buffered, its CRC-32C computed on the way) and makes it durable.
+func prepareFile(path string, mode os.FileMode, write func(io.Writer) error) (prepared, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return prepared{}, err
 	}
-	for i, part := range p.parts {
-		if i > 0 {
-			if _, err := w.Write(p.sep); err != nil {
-				return err
-			}
-		}
-		if _, err := w.Write(part); err != nil {
-			return err
-		}
+	tmp := f.Name()
+	fail := func(err error) (prepared, error) {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return prepared{}, err
 	}
-	_, err := w.Write(p.foot)
-	return err
+	sum := crc32.New(castagnoli)
+	w := bufio.NewWriterSize(io.MultiWriter(f, sum), 256<<10)
+	if err := write(w); err != nil {
+		return fail(err)
+	}
+	if err := w.Flush(); err != nil {
+		return fail(err)
+	}
+	if err := f.Chmod(mode); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		_ = os.Remove(tmp)
+		return prepared{}, err
+	}
+	sig := metaOf(fi)
+	sig.crc = sum.Sum32()
+	return prepared{tmp: tmp, sig: sig}, nil
 }
 
-// writeAtomic replaces path with content so that a crash at any instant leaves
-// either the old or the new complete file: write a temporary file in the
-// same folder, fsync it, put it in place of path, fsync the folder.
+// placeFile puts a prepared file in place of path so that a crash at any
+// instant leaves either the old or the new complete file, then fsyncs the
+// folder. The prepared file is consumed either way.
 //
 // expected is the file as comfyshim last read or wrote it. A person's save
 // made since then is never overwritten: the file is checked just before it
 // is replaced, and where the platform can swap two files atomically (Linux,
 // macOS) the displaced file is checked after the swap too and swapped back
 // if it was not the expected one. Either way errStale is returned.
-func writeAtomic(path string, content pieces, mode os.FileMode, expected fileSig) (fileSig, error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fileSig{}, err
-	}
-	tmp := f.Name()
+func placeFile(path string, p prepared, expected fileSig) (fileSig, error) {
+	dir, tmp := filepath.Dir(path), p.tmp
 	placed := false
 	defer func() {
 		if !placed {
-			_ = f.Close()
 			_ = os.Remove(tmp)
 		}
 	}()
-	w := bufio.NewWriterSize(f, 256<<10)
-	if err := content.writeTo(w); err != nil {
-		return fileSig{}, err
-	}
-	if err := w.Flush(); err != nil {
-		return fileSig{}, err
-	}
-	if err := f.Chmod(mode); err != nil {
-		return fileSig{}, err
-	}
-	if err := f.Sync(); err != nil {
-		return fileSig{}, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return fileSig{}, err
-	}
-	if err := f.Close(); err != nil {
-		return fileSig{}, err
-	}
-	written := metaOf(fi)
-	written.crc = content.crc
-	if fi.Size() != content.size {
-		return fileSig{}, fmt.Errorf("wrote %d bytes of %d", fi.Size(), content.size)
-	}
-
+	written := p.sig
 	now, err := statSig(path)
 	if err != nil {
 		return fileSig{}, err

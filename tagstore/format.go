@@ -114,8 +114,14 @@ func (e *ParseError) Error() string {
 // a save in progress (shell ">", editors that truncate then write) or a
 // truncated file, never a store with no tags.
 func Parse(data []byte) (map[string]Entry, error) {
+	m, _, err := parse(data)
+	return m, err
+}
+
+// parse is Parse, also telling whether the file is in Encode's layout.
+func parse(data []byte) (entries map[string]Entry, canonical bool, err error) {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, &ParseError{Line: 1, Column: 1, Msg: "the file is empty (a save in progress or a truncated file); delete it to start with no tags"}
+		return nil, false, &ParseError{Line: 1, Column: 1, Msg: "the file is empty (a save in progress or a truncated file); delete it to start with no tags"}
 	}
 	p := &parser{data: data, dec: json.NewDecoder(bytes.NewReader(data))}
 	if !utf8.Valid(data) {
@@ -128,12 +134,13 @@ func Parse(data []byte) (map[string]Entry, error) {
 			}
 			off += size
 		}
-		return nil, p.errAt(int64(off), "invalid UTF-8")
+		return nil, false, p.errAt(int64(off), "invalid UTF-8")
 	}
 	if m, ok := parseCanonical(data); ok {
-		return m, nil
+		return m, true, nil
 	}
-	return p.general()
+	m, err := p.general()
+	return m, false, err
 }
 
 // general parses any JSON the format allows, locating every problem.

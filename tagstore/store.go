@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -70,12 +69,9 @@ type Store struct {
 
 	// Owned by the committer goroutine.
 	doc            map[string]Entry
-	ids            []string // sorted keys of doc
-	raws           [][]byte // ids[i] as rendered in the file; nil until (re)rendered
-	disk           fileSig  // the JSON file as last read or written
+	disk           fileSig // the JSON file as last read or written
+	diskCanonical  bool    // and it is in Encode's layout: a compaction can merge into it
 	mode           os.FileMode
-	parts          [][]byte // the last rendering's pieces, reused: the write's while compacting
-	scratch        []byte   // where an entry is rendered before it is kept
 	journal        *journal
 	baseOld        map[string]baseEntry // the JSON file's entries of assets changed since it was written or read
 	stamp          time.Time            // last updated_at given: stamps never go back
@@ -87,9 +83,10 @@ type Store struct {
 	// committing meanwhile (at 100k assets the write takes a tenth of a
 	// second; at 1M, more than a second).
 	compacting bool                 // a compaction's write is in flight
-	compactRes chan compactResult   // its outcome
-	cmark      int64                // the journal's size when it rendered: what the file holds
-	cbase      map[string]baseEntry // baseOld then: the entries of the file still on disk
+	compactRes chan compactResult   // the outcome of each of its two steps
+	cmark      int64                // the journal's size after its marker: what the new file holds
+	cbase      map[string]baseEntry // baseOld when it started: the entries of the file still on disk
+	cexpected  fileSig              // the file on disk it replaces
 	cstart     time.Time
 	cattempt   int          // writes redone over hand saves
 	flushWait  []chan error // Compact calls waiting for the file to hold every change
@@ -648,35 +645,11 @@ func (s *Store) fileEntry(id string) baseEntry {
 // of each is remembered (baseOld) until the next compaction, for merging a
 // hand save.
 func (s *Store) publish(overlay map[string]Entry) {
-	var added []string
-	removed := map[string]bool{}
-	for id, e := range overlay {
-		old, had := s.doc[id]
+	for id := range overlay {
 		if _, noted := s.baseOld[id]; !noted {
+			old, had := s.doc[id]
 			s.baseOld[id] = baseEntry{old, had}
 		}
-		switch {
-		case e.gone && had:
-			removed[id] = true
-		case !e.gone && !had:
-			added = append(added, id)
-		}
-	}
-	if len(added) > 0 {
-		slices.Sort(added)
-		s.ids, s.raws = mergeSorted(s.ids, s.raws, added)
-	}
-	if len(removed) > 0 {
-		keep := 0
-		for i, id := range s.ids {
-			if !removed[id] {
-				s.ids[keep], s.raws[keep] = id, s.raws[i]
-				keep++
-			}
-		}
-		clear(s.ids[keep:])
-		clear(s.raws[keep:])
-		s.ids, s.raws = s.ids[:keep], s.raws[:keep]
 	}
 	old := *s.counts.Load()
 	counts := make(map[string]int, len(old)+4)
@@ -702,9 +675,6 @@ func (s *Store) publish(overlay map[string]Entry) {
 			counts[t]++
 		}
 		s.doc[id] = e
-		if i, ok := slices.BinarySearch(s.ids, id); ok {
-			s.raws[i] = nil // rendered again at the next compaction
-		}
 	}
 	s.docMu.Unlock()
 	s.counts.Store(&counts)
@@ -733,19 +703,24 @@ func (s *Store) Compact() error {
 	}
 }
 
-// compactResult is how a compaction's write ended.
+// compactResult is how a step of a compaction ended: the new file
+// prepared beside the old one (prep), or put in its place.
 type compactResult struct {
-	sig fileSig
-	err error
+	prep *prepared
+	sig  fileSig
+	err  error
 }
 
 // testHookCompactWrite, when set (tests), runs before a compaction's write.
 var testHookCompactWrite func()
 
-// startCompaction writes the current state to the JSON file (atomically,
-// never over a hand save: see writeAtomic), off the committer; its end
-// (finishCompaction) drops the journal records the file now holds. On
-// failure the journal keeps every change and compaction is tried later.
+// startCompaction brings the JSON file up to date off the committer: the
+// new file is prepared beside it (the file on disk with the changed entries
+// replaced, or every entry rendered when it cannot be merged into), the
+// journal is marked with its identity, then it replaces the file (never
+// over a hand save: see placeFile), and the journal records it holds are
+// dropped (finishCompaction). On failure the journal keeps every change and
+// compaction is tried later.
 func (s *Store) startCompaction() {
 	s.compactPending = false
 	if err := s.syncFromDisk(); err != nil {
@@ -760,32 +735,90 @@ func (s *Store) startCompaction() {
 		s.endFlushes(nil)
 		return
 	}
-	// The rendering is the state the journal holds up to cmark; changes
-	// committed during the write note their base against it (baseOld
-	// starts afresh), and cbase keeps what the file on disk still is.
-	data := s.render()
-	// Before the file can be replaced, the journal says which file it will
-	// be: a crash after the swap then replays only what came after.
-	if err := s.journal.mark(fileIdentity(data.crc, data.size)); err != nil {
-		s.log.Error("marking a compaction in the tags journal; trying again later", "err", err)
-		s.scheduleCompaction()
-		s.endFlushes(err)
-		return
-	}
+	// The new file is the state now; changes committed during the write
+	// note their base against it (baseOld starts afresh), and cbase keeps
+	// what the file on disk still is.
+	plan := s.plan()
 	s.compacting, s.cstart = true, time.Now()
-	s.cmark, s.cbase, s.baseOld = s.journal.size, s.baseOld, map[string]baseEntry{}
+	s.cbase, s.baseOld, s.cexpected = s.baseOld, map[string]baseEntry{}, s.disk
 	path, mode, expected := s.path, s.mode, s.disk
 	go func() {
 		if testHookCompactWrite != nil {
 			testHookCompactWrite()
 		}
-		sig, err := writeAtomic(path, data, mode, expected)
-		s.compactRes <- compactResult{sig, err}
+		prep, err := prepareCompaction(path, mode, expected, plan)
+		s.compactRes <- compactResult{prep: &prep, err: err}
 	}()
 }
 
-// finishCompaction takes a compaction's outcome on the committer.
+// plan renders what a compaction writes: the entries changed since the
+// file on disk was written or read, or every entry when there is no file
+// in comfyshim's layout to merge them into.
+func (s *Store) plan() compactPlan {
+	p := compactPlan{full: !s.disk.exists || !s.diskCanonical}
+	if p.full {
+		p.ids = make([]string, 0, len(s.doc))
+		for id := range s.doc {
+			p.ids = append(p.ids, id)
+		}
+	} else {
+		p.ids = make([]string, 0, len(s.baseOld))
+		for id := range s.baseOld {
+			p.ids = append(p.ids, id)
+		}
+	}
+	slices.Sort(p.ids)
+	p.raws = make([][]byte, len(p.ids))
+	for i, id := range p.ids {
+		if e, ok := s.doc[id]; ok {
+			p.raws[i] = appendEntry(nil, id, e)
+		}
+	}
+	return p
+}
+
+// placeCompaction takes a prepared file on the committer: before the file
+// can be replaced, the journal says which file it will be, so a crash after
+// the swap replays only what came after. Changes acknowledged while it was
+// prepared are in the journal before the marker but not in the file: they
+// are journaled again after it.
+func (s *Store) placeCompaction(prep prepared) error {
+	if err := s.journal.mark(fileIdentity(prep.sig.crc, prep.sig.size)); err != nil {
+		return fmt.Errorf("marking a compaction in the tags journal: %w", err)
+	}
+	s.cmark = s.journal.size
+	if len(s.baseOld) > 0 {
+		again := make(map[string]Entry, len(s.baseOld))
+		for id := range s.baseOld {
+			e, ok := s.doc[id]
+			if !ok {
+				e = Entry{gone: true}
+			}
+			again[id] = e
+		}
+		if err := s.journal.append(again, s.baseOld); err != nil {
+			return fmt.Errorf("journaling the changes made during a compaction: %w", err)
+		}
+	}
+	path, expected := s.path, s.cexpected
+	go func() {
+		sig, err := placeFile(path, prep, expected)
+		s.compactRes <- compactResult{sig: sig, err: err}
+	}()
+	return nil
+}
+
+// finishCompaction takes the outcome of a compaction's step on the
+// committer.
 func (s *Store) finishCompaction(r compactResult) {
+	if r.prep != nil && r.err == nil {
+		err := s.placeCompaction(*r.prep)
+		if err == nil {
+			return // placing it
+		}
+		r.prep.discard()
+		r = compactResult{err: err}
+	}
 	s.compacting = false
 	if s.onCompact != nil {
 		s.onCompact(time.Since(s.cstart), r.err)
@@ -796,6 +829,12 @@ func (s *Store) finishCompaction(r compactResult) {
 			s.baseOld[id] = b
 		}
 		s.cbase = nil
+		if errors.Is(r.err, errNotCanonical) && s.diskCanonical {
+			s.diskCanonical = false // render every entry this time
+			s.afterCompaction()
+			s.startCompaction()
+			return
+		}
 		if errors.Is(r.err, errStale) && s.cattempt < maxStaleRetries {
 			s.cattempt++
 			s.afterCompaction()
@@ -810,7 +849,7 @@ func (s *Store) finishCompaction(r compactResult) {
 		return
 	}
 	s.cattempt = 0
-	s.disk = r.sig
+	s.disk, s.diskCanonical = r.sig, true
 	s.cbase = nil
 	if r.err != nil { // replaced, but the folder sync failed: keep the journal
 		s.log.Error("tags file written but its folder could not be synced; the journal keeps every change until the next compaction", "err", r.err)
@@ -880,34 +919,6 @@ func (s *Store) fileIsOurs() bool {
 	return err == nil && now.sameMeta(s.disk)
 }
 
-// render encodes the whole document as the pieces of the file, reusing
-// the renderings of entries that did not change since the last compaction.
-// The pieces are the write's until it ends: renderings are replaced, never
-// modified, so the committer goes on meanwhile.
-func (s *Store) render() pieces {
-	p := pieces{head: []byte(fileHeader), sep: []byte{','}, foot: []byte(fileFooter), parts: s.parts[:0]}
-	p.crc = crc32.Update(0, castagnoli, p.head)
-	for i, r := range s.raws {
-		if r == nil {
-			// Kept until the entry changes: rendered into scratch and copied
-			// at its size, not at the capacity appending grew it to.
-			s.scratch = appendEntry(s.scratch[:0], s.ids[i], s.doc[s.ids[i]])
-			r = slices.Clone(s.scratch)
-			s.raws[i] = r
-		}
-		if i > 0 {
-			p.crc = crc32.Update(p.crc, castagnoli, p.sep)
-		}
-		p.parts = append(p.parts, r)
-		p.crc = crc32.Update(p.crc, castagnoli, r)
-		p.size += int64(len(r))
-	}
-	p.crc = crc32.Update(p.crc, castagnoli, p.foot)
-	p.size += int64(len(p.head) + len(p.foot) + max(len(p.parts)-1, 0)*len(p.sep))
-	s.parts = p.parts
-	return p
-}
-
 // changeLogSize bounds how many recent writes ChangedSince can describe.
 const changeLogSize = 1024
 
@@ -954,24 +965,6 @@ func (s *Store) ChangedSince(gen uint64) (ids []string, ok bool) {
 	return ids, true
 }
 
-// mergeSorted merges the sorted ids b into the sorted ids a, carrying a's
-// renderings along; b's are nil.
-func mergeSorted(a []string, ra [][]byte, b []string) ([]string, [][]byte) {
-	ids := make([]string, 0, len(a)+len(b))
-	raws := make([][]byte, 0, len(a)+len(b))
-	i, j := 0, 0
-	for i < len(a) || j < len(b) {
-		if j == len(b) || (i < len(a) && a[i] < b[j]) {
-			ids, raws = append(ids, a[i]), append(raws, ra[i])
-			i++
-		} else {
-			ids, raws = append(ids, b[j]), append(raws, nil)
-			j++
-		}
-	}
-	return ids, raws
-}
-
 // syncFromDisk makes memory match the file if the file changed since it was
 // last read or written. A file that does not parse marks the store invalid
 // and keeps the last good state; a removed file keeps the state in memory,
@@ -996,8 +989,8 @@ func (s *Store) syncFromDisk() error {
 		s.disk = sig
 		return nil
 	}
-	s.disk = sig
-	entries, perr := Parse(data)
+	s.disk, s.diskCanonical = sig, false
+	entries, canonical, perr := parse(data)
 	if perr != nil {
 		err := fmt.Errorf("%w: %s: %w", ErrSidecarInvalid, s.path, perr)
 		s.invalid.Store(&err)
@@ -1012,6 +1005,7 @@ func (s *Store) syncFromDisk() error {
 		s.log.Warn("a hand save was made from an older copy of the tags file; comfyshim kept its newer tags for these assets", "assets", stale)
 	}
 	s.replaceAll(next)
+	s.diskCanonical = canonical
 	s.baseOld = make(map[string]baseEntry, len(kept))
 	if len(kept) > 0 {
 		// The file no longer holds these: the journal must, until the
@@ -1113,16 +1107,9 @@ func (s *Store) openJournal() error {
 
 // replaceAll swaps in a freshly loaded document.
 func (s *Store) replaceAll(entries map[string]Entry) {
-	ids := make([]string, 0, len(entries))
-	for id := range entries {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	// Entries are rendered on the first write.
 	s.docMu.Lock()
 	s.doc = entries
 	s.docMu.Unlock()
-	s.ids, s.raws = ids, make([][]byte, len(ids))
 	counts := countTags(entries)
 	s.counts.Store(&counts)
 	s.recordChange(nil)
