@@ -18,6 +18,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/comfyshim/comfyshim/proxy/internal/stamp"
 	"github.com/comfyshim/comfyshim/proxy/jobs"
 	"github.com/comfyshim/comfyshim/tagstore/assets"
 )
@@ -379,7 +380,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 
 // rfc3339 formats t as the contract's date-time (UTC, as Zod's default
 // datetime check wants it).
-func rfc3339(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+func rfc3339(t time.Time) string { return stamp.Millis(t) }
 
 func timePtr(t time.Time) *string {
 	if t.IsZero() {

@@ -23,6 +23,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/comfyshim/comfyshim/proxy/apierror"
+	"github.com/comfyshim/comfyshim/proxy/internal/stamp"
 	"github.com/comfyshim/comfyshim/tagstore/assets"
 )
 
@@ -137,7 +138,7 @@ type assetJSON struct {
 	AssetHash      string          `json:"asset_hash,omitempty"`
 }
 
-func timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+func timestamp(t time.Time) string { return stamp.Millis(t) }
 
 // loaderValue is what a loader node or LoadImage widget takes for x: the
 // path inside the model category, or inside input/output, "/"-separated on

@@ -127,7 +127,9 @@ func Open(roots []Root, tagsFile string, opts Options) (*Library, error) {
 		return nil, fmt.Errorf("asset folders: %w", sc.err)
 	}
 	l.files = sc.files
-	l.index.Store(BuildIndex(l.files.Snapshot(), l.tags))
+	x := BuildIndex(l.files.Snapshot(), l.tags)
+	l.index.Store(x)
+	go x.Warm() // ready to answer now; the default order follows
 	go l.loop()
 	go l.hashLoop()
 	return l, nil
@@ -207,6 +209,7 @@ func (l *Library) refresh() {
 	default:
 		x = BuildIndex(snap, l.tags)
 	}
+	x.Warm() // before it is published: the index it replaces serves meanwhile
 	l.mu.Lock()
 	l.index.Store(x)
 	l.updated.Broadcast()
