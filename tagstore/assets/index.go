@@ -108,13 +108,9 @@ func BuildIndex(snap *catalog.Snapshot, tags Tags) *Index {
 		bits:      map[string]bitset{},
 		tagOrders: map[bool][]TagCount{},
 	}
-	owned := map[int]bool{}
-	for k := range idx.tags {
-		owned[k] = true
-	}
 	for i, f := range snap.Files {
 		a := AssetOf(f, tags)
-		idx.tags.set(i, a.Tags, owned)
+		idx.tags[i>>chunkBits][i&(1<<chunkBits-1)] = a.Tags // fresh chunks: no copy
 		for _, tag := range a.Tags {
 			idx.Counts[tag]++
 		}

@@ -5,6 +5,8 @@
 package catalog
 
 import (
+	"cmp"
+	"encoding/binary"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -229,7 +231,7 @@ func (c *Catalog) Rescan() {
 		}
 		c.walk(top, r, "", 0, old, &found)
 	}
-	slices.SortFunc(found, func(a, b *File) int { return strings.Compare(a.ID, b.ID) })
+	sortByID(found)
 	if slices.Equal(found, old.Files) {
 		return
 	}
@@ -260,6 +262,31 @@ func (c *Catalog) rescanPaths(paths map[string]struct{}) {
 		return
 	}
 	c.publish(merge(old.Files, removed, added))
+}
+
+// sortByID sorts files by id. The sort compares the ids' first eight
+// bytes as one number, which orders as the text does, and the rest of the
+// text only on a tie: comparing 1M ids as text took most of a second.
+func sortByID(files []*File) {
+	type keyed struct {
+		k uint64
+		f *File
+	}
+	ks := make([]keyed, len(files))
+	for i, f := range files {
+		var b [8]byte
+		copy(b[:], f.ID)
+		ks[i] = keyed{binary.BigEndian.Uint64(b[:]), f}
+	}
+	slices.SortFunc(ks, func(a, b keyed) int {
+		if a.k != b.k {
+			return cmp.Compare(a.k, b.k)
+		}
+		return strings.Compare(a.f.ID, b.f.ID)
+	})
+	for i, kv := range ks {
+		files[i] = kv.f
+	}
 }
 
 func (c *Catalog) publish(files []*File) {

@@ -3,6 +3,8 @@ package catalog
 import (
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,5 +150,27 @@ func TestModelCategories(t *testing.T) {
 		if _, ok := want[rel]; !ok {
 			t.Errorf("%s is listed but is not a model file", rel)
 		}
+	}
+}
+
+// sortByID orders as comparing the ids as text does, whatever they are.
+func TestSortByIDOrdersAsText(t *testing.T) {
+	ids := []string{ID("output", "a.png"), ID("output", "b.png"), ID("input", "a.png"),
+		"00000000-0000-0000-0000-000000000002", "00000000-0000-0000-0000-000000000001",
+		"ffffffff-ffff-ffff-ffff-ffffffffffff", "not-a-uuid", "", "ABCDEF00-0000-0000-0000-000000000000",
+		"abcdef00-0000-0000-0000-000000000000", "abcdef00-0000-0000-0000-000000000000", "abcdef00", "abcdef0", "abcdef00\x00"}
+	for i := 0; i < 200; i++ {
+		ids = append(ids, uuid.NewString())
+	}
+	files := make([]*File, len(ids))
+	for i, id := range ids {
+		files[i] = &File{ID: id}
+	}
+	sortByID(files)
+	if !slices.IsSortedFunc(files, func(a, b *File) int { return strings.Compare(a.ID, b.ID) }) {
+		for _, f := range files {
+			t.Log(f.ID)
+		}
+		t.Fatal("not in text order")
 	}
 }
