@@ -63,11 +63,18 @@ func (c *canonReader) lit(s string) bool {
 	return true
 }
 
-// str reads a JSON string. One without escapes is taken as it is; one
-// with escapes goes through encoding/json.
+// str reads a JSON string.
 func (c *canonReader) str() (string, bool) {
+	b, ok := c.strBytes()
+	return string(b), ok
+}
+
+// strBytes reads a JSON string's content: for one without escapes, the
+// bytes in the file (not to be kept: nothing is allocated); one with
+// escapes goes through encoding/json.
+func (c *canonReader) strBytes() ([]byte, bool) {
 	if c.off >= len(c.data) || c.data[c.off] != '"' {
-		return "", false
+		return nil, false
 	}
 	start := c.off
 	escaped := false
@@ -76,21 +83,38 @@ func (c *canonReader) str() (string, bool) {
 		case b == '"':
 			c.off = i + 1
 			if !escaped {
-				return string(c.data[start+1 : i]), true
+				return c.data[start+1 : i], true
 			}
 			var s string
 			if json.Unmarshal(c.data[start:i+1], &s) != nil {
-				return "", false
+				return nil, false
 			}
-			return s, true
+			return []byte(s), true
 		case b == '\\':
 			escaped = true
 			i++ // the escaped byte cannot end the string
 		case b < 0x20:
-			return "", false
+			return nil, false
 		}
 	}
-	return "", false
+	return nil, false
+}
+
+// canonicalID is id as CanonicalID gives it, allocating once: an id in
+// the canonical form already (lowercase, dashes in place) is taken as it is.
+func canonicalID(b []byte) (string, error) {
+	if len(b) == 36 && b[8] == '-' && b[13] == '-' && b[18] == '-' && b[23] == '-' {
+		for i, ch := range b {
+			if i == 8 || i == 13 || i == 18 || i == 23 {
+				continue
+			}
+			if !('0' <= ch && ch <= '9' || 'a' <= ch && ch <= 'f') {
+				return CanonicalID(string(b))
+			}
+		}
+		return string(b), nil
+	}
+	return CanonicalID(string(b))
 }
 
 // entry reads one asset as appendEntry renders it.
@@ -99,11 +123,11 @@ func (c *canonReader) entry(interned map[string]string) (string, Entry, bool) {
 	if !c.lit("\n    ") {
 		return "", e, false
 	}
-	key, ok := c.str()
+	key, ok := c.strBytes()
 	if !ok {
 		return "", e, false
 	}
-	id, err := CanonicalID(key)
+	id, err := canonicalID(key)
 	if err != nil || !c.lit(entryOpen) {
 		return "", e, false
 	}
@@ -115,13 +139,15 @@ func (c *canonReader) entry(interned map[string]string) (string, Entry, bool) {
 		if len(c.tags) > 0 && !c.lit(", ") {
 			return "", e, false
 		}
-		t, ok := c.str()
-		if !ok || CheckTag(t) != nil {
+		b, ok := c.strBytes()
+		if !ok {
 			return "", e, false
 		}
-		if s, ok := interned[t]; ok {
-			t = s
-		} else {
+		t, seen := interned[string(b)] // a tag seen before: checked, and not copied again
+		if !seen {
+			if t = string(b); CheckTag(t) != nil {
+				return "", e, false
+			}
 			interned[t] = t
 		}
 		c.tags = append(c.tags, t)
@@ -156,11 +182,11 @@ func (c *canonReader) entry(interned map[string]string) (string, Entry, bool) {
 		}
 	}
 	if c.lit(",\n      \"updated_at\": ") {
-		ts, ok := c.str()
+		ts, ok := c.strBytes()
 		if !ok {
 			return "", e, false
 		}
-		if e.UpdatedAt, err = time.Parse(time.RFC3339Nano, ts); err != nil {
+		if e.UpdatedAt, ok = parseStamp(ts); !ok {
 			return "", e, false
 		}
 	}
@@ -168,4 +194,57 @@ func (c *canonReader) entry(interned map[string]string) (string, Entry, bool) {
 		return "", e, false
 	}
 	return id, e, true
+}
+
+// parseStamp reads an RFC 3339 time as time.Parse(time.RFC3339Nano) does.
+// The form the store writes (UTC, "Z", up to nine fraction digits) is read
+// here, without an allocation; any other goes to time.Parse.
+func parseStamp(b []byte) (time.Time, bool) {
+	num := func(at, n int) (int, bool) {
+		v := 0
+		for _, ch := range b[at : at+n] {
+			if ch < '0' || ch > '9' {
+				return 0, false
+			}
+			v = v*10 + int(ch-'0')
+		}
+		return v, true
+	}
+	slow := func() (time.Time, bool) {
+		t, err := time.Parse(time.RFC3339Nano, string(b))
+		return t, err == nil
+	}
+	if len(b) < 20 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' || b[len(b)-1] != 'Z' {
+		return slow()
+	}
+	year, ok1 := num(0, 4)
+	month, ok2 := num(5, 2)
+	day, ok3 := num(8, 2)
+	hour, ok4 := num(11, 2)
+	minute, ok5 := num(14, 2)
+	sec, ok6 := num(17, 2)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || month < 1 || month > 12 || day < 1 ||
+		day > daysIn(time.Month(month), year) || hour > 23 || minute > 59 || sec > 59 {
+		return slow()
+	}
+	nsec := 0
+	switch frac := b[19 : len(b)-1]; {
+	case len(frac) == 0:
+	case frac[0] == '.' && len(frac) >= 2 && len(frac) <= 10:
+		v, ok := num(20, len(frac)-1)
+		if !ok {
+			return slow()
+		}
+		for range 10 - len(frac) {
+			v *= 10
+		}
+		nsec = v
+	default:
+		return slow()
+	}
+	return time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC), true
+}
+
+func daysIn(m time.Month, year int) int {
+	return time.Date(year, m+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }

@@ -255,3 +255,23 @@ func FuzzParseCanonical(f *testing.F) {
 		}
 	})
 }
+
+// parseStamp reads what time.Parse reads, the same way.
+func FuzzParseStamp(f *testing.F) {
+	for _, s := range []string{"2026-11-28T12:00:00Z", "2026-11-28T12:00:00.5Z", "2026-01-02T03:04:05.000000006Z",
+		"2024-02-29T00:00:00Z", "2023-02-29T00:00:00Z", "2026-11-28T24:00:00Z", "2026-11-28T12:00:60Z",
+		"2026-11-28T12:00:00.Z", "2026-11-28T12:00:00.1234567890Z", "2026-11-28T12:00:00+01:00", "0000-01-01T00:00:00Z",
+		"2026-13-01T00:00:00Z", "2026-00-10T00:00:00Z", "2026-11-00T00:00:00Z", "2026-11-28t12:00:00z", "+026-11-28T12:00:00Z"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := parseStamp([]byte(s))
+		want, err := time.Parse(time.RFC3339Nano, s)
+		if ok != (err == nil) {
+			t.Fatalf("%q: parseStamp ok=%v, time.Parse err=%v", s, ok, err)
+		}
+		if ok && !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: parseStamp %#v, time.Parse %#v", s, got, want)
+		}
+	})
+}
