@@ -158,26 +158,6 @@ type listJSON struct {
 	NextCursor string      `json:"next_cursor,omitempty"`
 }
 
-// encodeBuffers are reused for listing answers (tens of KiB each, thousands
-// per second: garbage the collector would otherwise chase).
-var encodeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// writeJSON answers v as JSON (as gin's c.JSON does) from a reused buffer.
-func writeJSON(c *gin.Context, status int, v any) {
-	buf := encodeBuffers.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		if buf.Cap() <= 1<<20 {
-			encodeBuffers.Put(buf)
-		}
-	}()
-	if err := json.NewEncoder(buf).Encode(v); err != nil {
-		fail(c, &Error{http.StatusInternalServerError, "INTERNAL_ERROR", "encoding the answer failed"})
-		return
-	}
-	c.Data(status, "application/json; charset=utf-8", buf.Bytes())
-}
-
 // emptyObject is every asset's metadata: shared, never modified.
 var emptyObject = json.RawMessage(`{}`)
 
@@ -186,8 +166,9 @@ var emptyObject = json.RawMessage(`{}`)
 // listing renders a page of these: the common case allocates one string.
 func userMetadata(filename string, meta json.RawMessage) json.RawMessage {
 	if meta == nil {
-		b, _ := json.Marshal(filename)
-		return json.RawMessage(`{"filename":` + string(b) + `}`)
+		b := make([]byte, 0, len(filename)+16)
+		b = append(b, `{"filename":`...)
+		return append(appendString(b, filename), '}') // escaped as json.Marshal does
 	}
 	var um map[string]any
 	if json.Unmarshal(meta, &um) != nil {
@@ -257,8 +238,18 @@ func (a *api) list(c *gin.Context) {
 	if more && len(page) > 0 {
 		resp.NextCursor = encodeCursor(assets.MarkOf(page[len(page)-1], q.sort, q.desc))
 	}
-	writeJSON(c, http.StatusOK, resp)
+	p := listBuffers.Get().(*[]byte)
+	b := resp.appendJSON((*p)[:0])
+	c.Data(http.StatusOK, "application/json; charset=utf-8", b)
+	if cap(b) <= 1<<20 {
+		*p = b
+		listBuffers.Put(p)
+	}
 }
+
+// listBuffers are reused for listing answers (tens of KiB each, thousands
+// per second: garbage the collector would otherwise chase).
+var listBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // lookup resolves the :id parameter to a listed asset, answering the error
 // itself when there is none.
