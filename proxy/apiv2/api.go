@@ -90,6 +90,7 @@ type API struct {
 	started time.Time
 	stop    chan struct{}
 	done    chan struct{}
+	bgMu    sync.Mutex     // orders starting a recordEnd goroutine with Close's stop
 	bg      sync.WaitGroup // recordEnd goroutines, waited for by Close
 }
 
@@ -145,13 +146,19 @@ func New(opts Options) (*API, error) {
 
 // Close stops the upkeep.
 func (a *API) Close() {
+	// Once stop is closed under bgMu no recordEnd starts: Wait never races
+	// an Add.
+	a.bgMu.Lock()
 	select {
 	case <-a.stop:
+		a.bgMu.Unlock()
+		return
 	default:
 		close(a.stop)
-		<-a.done
-		a.bg.Wait()
 	}
+	a.bgMu.Unlock()
+	<-a.done
+	a.bg.Wait()
 }
 
 // upkeep prunes expired records and forgets finished live jobs.
@@ -208,14 +215,12 @@ func (a *API) Observe(binary bool, data []byte) {
 	if id := a.live.observeText(data); id != "" {
 		// Record the end now, not at the next read: ComfyUI's history is
 		// gone after its restart, the record is not.
+		a.bgMu.Lock()
+		defer a.bgMu.Unlock()
 		select {
 		case <-a.stop:
 		default:
-			a.bg.Add(1)
-			go func() {
-				defer a.bg.Done()
-				a.recordEnd(id)
-			}()
+			a.bg.Go(func() { a.recordEnd(id) })
 		}
 	}
 }

@@ -3,6 +3,11 @@ package apiv2
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
 	"testing"
 )
 
@@ -130,4 +135,37 @@ func FuzzObserve(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Jobs ending (their record written in the background) while the API
+// closes: Close waits for every record started and none starts after it
+// (under -race, starting one could race Close's wait).
+func TestObserveRacingClose(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		a, err := New(Options{Dir: t.TempDir(), Logger: slog.New(slog.DiscardHandler), Transport: http.DefaultTransport,
+			Upstream: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const writers, each = 4, 300
+		var started, done sync.WaitGroup
+		started.Add(writers)
+		for w := range writers {
+			ids := make([]string, each)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("job-%d-%d-%d", round, w, i)
+				a.live.register(ids[i], map[string]string{"1": "SaveImage"})
+			}
+			done.Go(func() {
+				started.Done()
+				for _, id := range ids {
+					a.Observe(false, []byte(`{"type":"executing","data":{"prompt_id":"`+id+`","node":null}}`))
+				}
+			})
+		}
+		started.Wait()
+		a.Close()
+		done.Wait()
+		a.Close() // again: a no-op
+	}
 }

@@ -1,9 +1,13 @@
 package jobs
 
 import (
+	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -174,4 +178,36 @@ func FuzzHistory(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A prompt that finishes between the reads of the history and of the
+// queue is still found (it is in neither when each is read once).
+func TestJobFinishingBetweenReadsIsFound(t *testing.T) {
+	var mu sync.Mutex
+	finished := false
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch r.URL.Path {
+		case "/api/jobs/p1":
+			w.WriteHeader(http.StatusNotFound) // no /api/jobs: an older ComfyUI
+		case "/history/p1":
+			if finished {
+				_, _ = w.Write([]byte(`{"p1": {"prompt": ` + tuple + `, "outputs": {}, "status": {"status_str": "success", "completed": true, "messages": []}}}`))
+			} else {
+				_, _ = w.Write([]byte(`{}`))
+			}
+		case "/queue":
+			finished = true // it ran to its end just before the queue was read
+			_, _ = w.Write([]byte(`{"queue_running": [], "queue_pending": []}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	j, ok, err := NewSource(u, http.DefaultTransport).Job(context.Background(), "p1")
+	if err != nil || !ok || j.ID != "p1" || j.Status != StatusCompleted {
+		t.Fatalf("got %+v ok=%v err=%v", j, ok, err)
+	}
 }

@@ -111,12 +111,19 @@ func (s *source) job(ctx context.Context, id string) (Job, bool, error) {
 			return Job{}, false, fmt.Errorf("%w: /api/jobs/{id}: status %d", errUpstream, status)
 		}
 	}
-	var hist map[string]historyItem
-	if err := s.getJSON(ctx, "/history/"+id, &hist); err != nil {
-		return Job{}, false, err
-	}
-	if h, ok := hist[id]; ok {
+	fromHist := func() (Job, bool, error) {
+		var hist map[string]historyItem
+		if err := s.getJSON(ctx, "/history/"+id, &hist); err != nil {
+			return Job{}, false, err
+		}
+		h, ok := hist[id]
+		if !ok {
+			return Job{}, false, nil
+		}
 		return fromHistory(id, h, true), true, nil
+	}
+	if j, ok, err := fromHist(); err != nil || ok {
+		return j, ok, err
 	}
 	q, err := s.queue(ctx)
 	if err != nil {
@@ -127,7 +134,10 @@ func (s *source) job(ctx context.Context, id string) (Job, bool, error) {
 			return j, true, nil
 		}
 	}
-	return Job{}, false, nil
+	// Two reads are not one: a prompt that finished between them left the
+	// queue after the history was read. A prompt only moves from the queue
+	// to the history, so a second look at the history settles it.
+	return fromHist()
 }
 
 // all returns every job ComfyUI knows: running, queued and in its history.
