@@ -237,28 +237,20 @@ func SyncDir(dir string) error { return syncDir(dir) }
 // fsynced. A crash leaves either the old file or the new one whole. For
 // comfyshim's own files that nobody edits (job records).
 func WriteFile(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	// 0600: as the temporary file is created (job records, the journal).
+	p, err := prepareFile(path, 0o600, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = replaceFile(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := replaceFile(p.tmp, path); err != nil {
+		p.discard()
 		return err
 	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("%w: fsync %s: %v", ErrNotDurable, dir, err)
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("%w: fsync %s: %v", ErrNotDurable, filepath.Dir(path), err)
 	}
 	return nil
 }

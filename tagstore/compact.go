@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"hash"
 	"hash/crc32"
 	"io"
 	"os"
+	"strings"
 )
 
 // A compaction writes the JSON file without the store keeping a rendered
@@ -63,11 +65,8 @@ func prepareCompaction(path string, mode os.FileMode, expected fileSig, plan com
 // checkedReader counts and checksums what is read through it.
 type checkedReader struct {
 	r   io.Reader
-	sum interface {
-		io.Writer
-		Sum32() uint32
-	}
-	n int64
+	sum hash.Hash32
+	n   int64
 }
 
 func (c *checkedReader) Read(p []byte) (int, error) {
@@ -77,10 +76,11 @@ func (c *checkedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// The lines of Encode's layout around the entries.
+// The lines of Encode's layout around the entries, as fileHeader and
+// fileFooter write them.
 var (
-	headerLines = []string{"{", `  "version": 1,`, `  "assets": {`}
-	footerLines = []string{"  }", "}"}
+	headerLines = strings.Split(fileHeader, "\n")
+	footerLines = strings.Split(strings.Trim(fileFooter, "\n"), "\n")
 )
 
 // mergeInto writes a file in Encode's layout: the entries of old (a file
